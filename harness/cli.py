@@ -1,0 +1,133 @@
+"""``deceval``: run decoding-strategy evaluations and work with their reports.
+
+Import-light: subcommands import what they need when they run, so ``--help`` and config
+validation need no vllm, torch or ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.errors import DecevalError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from harness.config import load_config
+    from harness.runner import format_table, run, summarize
+
+    cfg = load_config(args.config)
+    if args.output_dir:
+        from dataclasses import replace
+        cfg = replace(cfg, output_dir=args.output_dir)
+    outcome = run(cfg, address=args.address, run_id=args.resume, verbose=args.verbose, progress=not args.no_progress)
+    print(f"\nreport: {outcome.run_dir}  ({outcome.units_done} unit(s) run, {outcome.units_skipped} skipped, "
+          f"{len(outcome.units_failed)} failed, {outcome.seconds:.1f} s)")
+    print(format_table(summarize(outcome.run_dir)))
+    if outcome.units_failed:
+        print(f"\n{len(outcome.units_failed)} unit(s) failed after retries:", file=sys.stderr)
+        for f in outcome.units_failed:
+            print(f"  {f['model']} / {f['strategy']} ({f['unit_id']}, {f['attempts']} attempts): {f['error'][:300]}",
+                  file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from harness.config import load_config
+    from harness.plan import make_plan
+    from harness.prompts import load_prompt_set
+
+    cfg = load_config(args.config)
+    sets = [load_prompt_set(p) for p in cfg.prompt_sets]
+    units = make_plan(cfg, sets)
+    bad = sum(1 for s in sets for p in s.prompts if p.error)
+    print(f"{cfg.source}: valid. run id {cfg.run_id}")
+    print(f"  models: {', '.join(f'{m.name} ({m.ref}, x{m.replicas})' for m in cfg.models)}")
+    print(f"  prompt sets: {', '.join(f'{s.name} ({len(s.prompts)})' for s in sets)}"
+          + (f"; {bad} invalid prompt(s) will become error rows" if bad else ""))
+    print(f"  strategy configs ({len(cfg.strategies)}): {', '.join(s.label for s in cfg.strategies)}")
+    print(f"  seeds: {list(cfg.seeds)}; units: {len(units)}; rows: {sum(u.expected_rows for u in units)}")
+    return 0
+
+
+def _cmd_strategies(args: argparse.Namespace) -> int:
+    from strategies import STRATEGIES
+    for name in STRATEGIES.names():
+        cls = STRATEGIES.get(name)
+        kind = "stepwise" if cls.stepwise else "native"
+        det = "deterministic" if cls.deterministic else "seeded"
+        print(f"{name}  [{kind}, {det}]  {cls.description}")
+        for pname, default, doc in cls.Params.describe():
+            print(f"    {pname} = {default!r}  {doc}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from harness import models
+    if args.models_cmd == "prepare":
+        return models.main_prepare(args.names, force=args.force)
+    for spec in models.BUILTIN_MODELS.values():
+        print(f"{spec.name}  {spec.description}")
+    return 0
+
+
+def _cmd_prompts(args: argparse.Namespace) -> int:
+    from harness.config import PromptSetConfig
+    from harness.prompts import BUILTIN_SETS, load_prompt_set
+    for name, desc in BUILTIN_SETS.items():
+        ps = load_prompt_set(PromptSetConfig(name=name, path=None, chat=False, limit=None))
+        print(f"{name}  ({len(ps.prompts)} prompts{', with references' if ps.has_references else ''})  {desc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deceval", description="Evaluate LLM decoding strategies on vLLM engines in Ray actors; "
+                                                            "every sample, metric and cost lands in Parquet.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a config: every strategy on every prompt set, written to reports/<run_id>/")
+    r.add_argument("config", help="YAML run config, e.g. configs/quickstart.yaml")
+    r.add_argument("--address", help="Ray cluster address (default: start an embedded local Ray)")
+    r.add_argument("--resume", metavar="RUN_ID", help="continue this run id (default: derived from the config hash, "
+                                                       "so a rerun of the same config resumes)")
+    r.add_argument("--output-dir", help="report root (default: output.dir from the config, 'reports')")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("-v", "--verbose", action="store_true", help="show engine and Ray logs")
+    r.set_defaults(func=_cmd_run)
+
+    v = sub.add_parser("validate", help="check a config and show the plan, without running anything")
+    v.add_argument("config")
+    v.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("strategies", help="list strategies with their parameters and defaults")
+    s.set_defaults(func=_cmd_strategies)
+
+    m = sub.add_parser("models", help="built-in models: list, or prepare (install and convert) them offline")
+    msub = m.add_subparsers(dest="models_cmd")
+    mp = msub.add_parser("prepare", help="install and convert built-in models into the local cache")
+    mp.add_argument("names", nargs="+", help="e.g. smollm2-135m gemma3-270m")
+    mp.add_argument("--force", action="store_true", help="convert again even when the cache is complete")
+    msub.add_parser("list", help="list built-in models")
+    m.set_defaults(func=_cmd_models, models_cmd="list")
+
+    pr = sub.add_parser("prompts", help="list built-in prompt sets")
+    pr.set_defaults(func=_cmd_prompts)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DecevalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; completed units are saved; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

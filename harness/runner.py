@@ -1,0 +1,229 @@
+"""The run path: config -> prompts -> plan -> engine pools -> Parquet -> summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from harness.config import RunConfig
+from harness.plan import WorkUnit, make_plan
+from harness.prompts import load_prompt_set
+from harness.report import (git_revision, now_iso, package_versions, read_samples, sample_schema, unit_done,
+                            write_run_json, write_unit)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    run_dir: Path
+    units_total: int
+    units_skipped: int
+    units_done: int
+    units_failed: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.units_failed
+
+
+def _metric_names(cfg: RunConfig) -> list[str]:
+    from harness.metrics import default_metrics
+    return list(cfg.metrics) if cfg.metrics is not None else default_metrics()
+
+
+def start_ray(address: str | None, verbose: bool) -> None:
+    import ray
+    if ray.is_initialized():
+        return
+    env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING"),
+           "TOKENIZERS_PARALLELISM": "false"}
+    if address:
+        ray.init(address=address, log_to_driver=verbose, runtime_env={"env_vars": env})
+    else:
+        from harness.engine import cpu_count
+        ray.init(num_cpus=cpu_count(), include_dashboard=False, log_to_driver=verbose,
+                 runtime_env={"env_vars": env}, configure_logging=verbose,
+                 logging_level=logging.INFO if verbose else logging.WARNING)
+
+
+def start_pools(cfg: RunConfig, model_paths: dict[str, tuple[str, bool]], models_needed: set[str]) -> dict[str, list[Any]]:
+    """One actor per model replica. On CPU nodes each replica is bound to its own share of
+    the cores; on GPUs each replica asks Ray for tensor_parallel_size GPUs."""
+    import ray
+
+    from harness.engine import core_share
+    from harness.engine_actor import EngineActor
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    total_replicas = sum(m.replicas for m in cfg.models if m.name in models_needed)
+    node_cpus = ray.cluster_resources().get("CPU", 1)
+    pools: dict[str, list[Any]] = {}
+    index = 0
+    for m in cfg.models:
+        if m.name not in models_needed:
+            continue
+        path, needs_bos = model_paths[m.name]
+        pools[m.name] = []
+        for _ in range(m.replicas):
+            opts: dict[str, Any] = {"max_restarts": 3, "max_task_retries": 0}
+            cores = None
+            if gpus > 0 and m.engine.device != "cpu":
+                opts["num_gpus"] = m.engine.tensor_parallel_size
+                opts["num_cpus"] = 1
+            else:
+                # vLLM pins its own threads; the Ray CPU count only keeps replicas apart.
+                cores = core_share(index, total_replicas) if not m.engine.cpu_cores else None
+                opts["num_cpus"] = max(0.01, node_cpus / total_replicas)
+            actor = EngineActor.options(**opts).remote(path, m.engine.model_dump(), cores, needs_bos)
+            pools[m.name].append(actor)
+            index += 1
+    return pools
+
+
+def run(cfg: RunConfig, *, address: str | None = None, run_id: str | None = None, out: TextIO = sys.stdout,
+        verbose: bool = False, progress: bool = True) -> RunOutcome:
+    t_start = time.perf_counter()
+    started_at = now_iso()
+    run_id = run_id or cfg.run_id
+    run_dir = Path(cfg.output_dir) / run_id
+    prompt_sets = [load_prompt_set(p) for p in cfg.prompt_sets]
+    units = make_plan(cfg, prompt_sets)
+    metric_names = _metric_names(cfg)
+    schema = sample_schema(metric_names)
+
+    pending = [u for u in units if not unit_done(run_dir, u.relpath, u.id, u.expected_rows)]
+    skipped = len(units) - len(pending)
+    print(f"run {run_id}: {len(cfg.models)} model(s) x {len(cfg.strategies)} strategy config(s) x "
+          f"{sum(len(p.prompts) for p in prompt_sets)} prompts -> {len(units)} unit(s)"
+          + (f", {skipped} already done" if skipped else ""), file=out)
+
+    from harness.models import resolve_model
+    model_paths: dict[str, tuple[str, bool]] = {}
+    architectures: dict[str, Any] = {}
+    for m in cfg.models:
+        path, needs_bos = resolve_model(m.ref)
+        model_paths[m.name] = (str(path), needs_bos)
+        architectures[m.name] = _architecture(path)
+
+    run_meta = {
+        "run_id": run_id, "run_name": cfg.run_name, "description": cfg.description, "config_source": cfg.source,
+        "config": cfg.raw, "config_hash": cfg.config_hash, "git_revision": git_revision(),
+        "packages": package_versions(), "started_at": started_at, "status": "running",
+        "models": {m.name: {"ref": m.ref, "path": model_paths[m.name][0], "replicas": m.replicas,
+                            "engine": m.engine.model_dump(), "architecture": architectures[m.name]}
+                   for m in cfg.models},
+        "prompt_sets": {p.name: {"source": p.source, "prompts": len(p.prompts), "hash": p.hash} for p in prompt_sets},
+        "strategies": [{"label": s.label, "name": s.name, "id": s.id, "params": s.params,
+                        "samples_per_prompt": s.samples_per_prompt, "max_tokens": s.max_tokens} for s in cfg.strategies],
+        "metrics": metric_names, "units": len(units),
+    }
+    write_run_json(run_dir, run_meta)
+
+    outcome = RunOutcome(run_id, run_dir, len(units), skipped, 0)
+    if pending:
+        _execute(cfg, pending, model_paths, run_dir, run_id, schema, metric_names, outcome, address, verbose, progress, out)
+
+    outcome.seconds = time.perf_counter() - t_start
+    run_meta.update(status="complete" if outcome.ok else "failed", finished_at=now_iso(),
+                    seconds=round(outcome.seconds, 2), failed_units=outcome.units_failed)
+    write_run_json(run_dir, run_meta)
+    return outcome
+
+
+def _architecture(path: Any) -> dict[str, Any] | None:
+    cfg_path = Path(str(path)) / "config.json"
+    if not cfg_path.exists():
+        return None
+    raw = json.loads(cfg_path.read_text())
+    text = raw.get("text_config", raw)
+    return {k: text.get(k) for k in ("hidden_size", "num_hidden_layers", "vocab_size")}
+
+
+def _execute(cfg: RunConfig, pending: list[WorkUnit], model_paths, run_dir: Path, run_id: str, schema,
+             metric_names: list[str], outcome: RunOutcome, address: str | None, verbose: bool, progress: bool,
+             out: TextIO) -> None:
+    from tqdm import tqdm
+
+    from harness.metrics import score_rows
+    from harness.scheduler import Scheduler
+
+    start_ray(address, verbose)
+    pools = start_pools(cfg, model_paths, {u.model for u in pending})
+    bar = tqdm(total=sum(u.expected_rows for u in pending), unit="sample", desc="generating",
+               disable=not progress, file=out, dynamic_ncols=True)
+
+    def on_done(unit: WorkUnit, result) -> None:
+        for row in result.rows:
+            row["run_id"] = run_id
+            if row.get("computed_tokens") is None and row.get("prompt_tokens") is not None:
+                row["computed_tokens"] = row["prompt_tokens"] - (row.get("cached_tokens") or 0) + row["completion_tokens"]
+            if row.get("engine_requests") is None and not row.get("error"):
+                row["engine_requests"] = 1
+        score_rows(result.rows, metric_names)
+        write_unit(run_dir, unit.relpath, result.rows, schema,
+                   {"unit_id": unit.id, "rows": len(result.rows), "gen_seconds": result.gen_seconds,
+                    "generated_tokens": result.generated_tokens, "engine": result.engine_info})
+        outcome.units_done += 1
+        bar.update(len(result.rows))
+
+    def on_failed(unit: WorkUnit, error: BaseException, attempts: int) -> None:
+        outcome.units_failed.append({"unit_id": unit.id, "model": unit.model, "strategy": unit.strategy.label,
+                                     "attempts": attempts, "error": f"{type(error).__name__}: {error}"[:2000]})
+        bar.update(unit.expected_rows)
+
+    try:
+        Scheduler(pools).run(pending, on_done, on_failed)
+    finally:
+        bar.close()
+        import ray
+        for actors in pools.values():
+            for a in actors:
+                ray.kill(a)
+
+
+# ---- summary ------------------------------------------------------------------------------------
+
+
+def summarize(run_dir: Path) -> "Any":
+    """Per model and strategy: samples, errors, mean generated tokens, accuracy, tokens/s."""
+    import pandas as pd
+    df = read_samples(run_dir)
+    rows = []
+    for (model, label), g in df.groupby(["model", "strategy_label"], sort=True):
+        ok = g[g["error"].isna()]
+        unit_time = g.groupby("unit_id")["unit_seconds"].first().sum()
+        acc = ok["contains_answer"].dropna() if "contains_answer" in ok else pd.Series(dtype=float)
+        rows.append({
+            "model": model, "strategy": label, "samples": len(g), "errors": int(g["error"].notna().sum()),
+            "mean_gen_tokens": round(float(ok["completion_tokens"].mean()), 1) if len(ok) else None,
+            "accuracy": round(float(acc.mean()), 3) if len(acc) else None,
+            "gen_tok_per_s": round(float(ok["completion_tokens"].sum() / unit_time), 1) if unit_time else None,
+        })
+    return pd.DataFrame(rows)
+
+
+def format_table(df) -> str:
+    cols = list(df.columns)
+    cells = [[("" if v is None or (isinstance(v, float) and v != v) else str(v)) for v in r] for r in df.itertuples(index=False)]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(cols)]
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
+    sep = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join([line, sep, *body])
+
+
+def _numeric(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
