@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("prompts", help="list built-in prompt sets")
     pr.set_defaults(func=_cmd_prompts)
+
+    # Report commands (leaderboard, compare) and cluster commands (submit) live in their
+    # own modules; each adds its subparsers here.
+    from harness.cli_reports import add_report_commands
+    from harness.cli_cluster import add_cluster_commands
+    add_report_commands(sub)
+    add_cluster_commands(sub)
     return p
 
 
