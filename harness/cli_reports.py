@@ -1,9 +1,78 @@
-"""CLI commands over reports: leaderboard and compare."""
+"""CLI commands over reports: leaderboard, compare and metrics."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+
+def _metric_list(text: str | None) -> list[str] | None:
+    return [m.strip() for m in text.split(",") if m.strip()] if text else None
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness.leaderboard import build_leaderboard, expand_reports, to_markdown, write_leaderboard
+    try:
+        reports = expand_reports(args.reports or ["reports"])
+        lb = build_leaderboard(reports, _metric_list(args.metrics), n_boot=args.n_boot, confidence=args.confidence)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else (reports[0] / "leaderboard")
+    paths = write_leaderboard(lb, out, html_page=not args.no_html)
+    print(to_markdown(lb))
+    print("\nwritten: " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from harness.regression import compare, format_comparison, load_gate_config
+    from harness.report import read_run_json
+    try:
+        gate = load_gate_config(args.gate, read_run_json(Path(args.candidate)))
+        result = compare(args.baseline, args.candidate, gate, _metric_list(args.metrics))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_comparison(result))
+    if args.csv:
+        result.table.to_csv(args.csv, index=False)
+    return 0 if result.passed else 1
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from harness.metrics import describe_metrics
+    for m in describe_metrics():
+        needs = f" needs {'+'.join(m['needs'])}" if m["needs"] else ""
+        print(f"{m['name']}  [{m['direction']} is better, {m['aggregation']}{needs}"
+              f"{'' if m['default'] else ', not default'}]  {m['description']}")
+    return 0
 
 
 def add_report_commands(sub: "argparse._SubParsersAction") -> None:
-    """Add ``leaderboard`` and ``compare`` subparsers (to be filled in)."""
+    """Add ``leaderboard``, ``compare`` and ``metrics`` subparsers."""
+    lb = sub.add_parser("leaderboard", help="rank strategies per model and metric over one or more reports; "
+                                            "writes Markdown, CSV and an HTML page with plots")
+    lb.add_argument("reports", nargs="*", metavar="REPORT",
+                    help="report folders (reports/<run_id>) or folders of them (default: reports)")
+    lb.add_argument("--out", help="output folder (default: <first report>/leaderboard)")
+    lb.add_argument("--metrics", help="comma-separated metric names (default: the report's metrics)")
+    lb.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the CIs (default 2000)")
+    lb.add_argument("--confidence", type=float, default=0.95, help="CI level (default 0.95)")
+    lb.add_argument("--no-html", action="store_true", help="skip the HTML page (and matplotlib)")
+    lb.set_defaults(func=_cmd_leaderboard)
+
+    c = sub.add_parser("compare", help="gate a candidate run against a baseline: per metric the paired difference "
+                                       "with its CI and a verdict; exit status 1 when a gated metric regressed")
+    c.add_argument("baseline", metavar="BASELINE", help="baseline report folder (reports/<run_id>)")
+    c.add_argument("candidate", metavar="CANDIDATE", help="candidate report folder")
+    c.add_argument("--gate", help="YAML file with a 'regression:' section (default: the candidate config's "
+                                  "'regression:' section, else exact_match/contains_answer/numeric_match/pass_at_1 "
+                                  "with tolerance 0)")
+    c.add_argument("--metrics", help="comma-separated metrics to compare (default: all in both reports)")
+    c.add_argument("--csv", help="also write the comparison table to this CSV file")
+    c.set_defaults(func=_cmd_compare)
+
+    m = sub.add_parser("metrics", help="list metrics with direction, aggregation and needs")
+    m.set_defaults(func=_cmd_metrics)

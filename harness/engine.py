@@ -82,6 +82,11 @@ class Engine:
         )
         if options.max_num_seqs:
             kwargs["max_num_seqs"] = options.max_num_seqs
+        if self._use_nucleus_processor():
+            # Exact top-p nucleus counts inside the engine for stepwise strategies (WSP); a
+            # no-op for every request that does not ask (see harness.stepwise).
+            from harness.stepwise import NUCLEUS_PROCESSOR
+            kwargs["logits_processors"] = [NUCLEUS_PROCESSOR]
         if self.device == "cuda":
             kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
             if options.tensor_parallel_size > 1:
@@ -102,6 +107,16 @@ class Engine:
             eos.update(int(e) for e in cfg_eos)
         self.eos_token_ids = frozenset(eos)
 
+    def _use_nucleus_processor(self) -> bool:
+        """The in-engine nucleus counter is a V1 logits processor: on by default on the CPU
+        build (V1 model runner); on CUDA only with ``VLLM_USE_V2_MODEL_RUNNER=0`` (the V2
+        runner rejects V1-style processors; untested here). ``DECEVAL_NUCLEUS_PROCESSOR=0``
+        turns it off (full-vocabulary flat logprobs are used instead)."""
+        flag = os.environ.get("DECEVAL_NUCLEUS_PROCESSOR")
+        if flag is not None:
+            return flag not in ("0", "false", "no", "")
+        return self.device == "cpu" or os.environ.get("VLLM_USE_V2_MODEL_RUNNER") == "0"
+
     @staticmethod
     def _detect_device(device: str) -> str:
         if device != "auto":
@@ -119,7 +134,7 @@ class Engine:
                 raise ValueError(f"model {self.model_path} has no chat template; set chat: false for this prompt set")
             ids = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
                                                      add_generation_prompt=True, tokenize=True)
-            if isinstance(ids, dict):  # some tokenizers return a BatchEncoding
+            if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding (not a dict subclass)
                 ids = ids["input_ids"]
             return list(ids)
         ids = list(self.tokenizer(text).input_ids)
@@ -181,3 +196,128 @@ class Engine:
             results.append(GenOutput(text=c.text, token_ids=list(c.token_ids), finish_reason=finish,
                                      cached_tokens=int(out.num_cached_tokens or 0), latency_s=latency))
         return results
+
+    # ---- stepwise interface (strategies.base.StepEngine) ----------------------------------
+
+    def _check_raw_logprobs(self) -> None:
+        mode = getattr(self.llm.llm_engine.model_config, "logprobs_mode", "raw_logprobs")
+        if mode != "raw_logprobs":
+            raise RuntimeError(f"stepwise strategies need logprobs_mode='raw_logprobs' (the model's raw "
+                               f"log-softmax), this engine has {mode!r}")
+
+    def next_token(self, sequences: Sequence[Sequence[int]], *, top_k: int, nucleus_p: float | None = None,
+                   full: bool = False) -> list[Any]:
+        """Next-token distributions for token-id sequences, in ONE batched ``generate``.
+
+        Each sequence is one request: ``max_tokens=1``, greedy (the sampled token is not
+        used), ``detokenize=False``, prefix caching does the reuse. The returned logprobs are
+        vLLM's ``raw_logprobs`` (the model's log-softmax at temperature 1, before any
+        processing). When the exact top-p nucleus size or the full distribution is needed,
+        the request asks for the whole vocabulary (``logprobs=-1``) as ``flat_logprobs``
+        (plain lists, no per-token objects) and the count is done here in numpy (see
+        :func:`strategies.stepwise.nucleus_size`); otherwise only the top ``top_k``.
+
+        Mechanism chosen by measurement (bench/strategies.py ``--measure-nucleus``): see the
+        report. The same code path runs on the CUDA build (``flat_logprobs`` and
+        ``logprobs=-1`` are engine-agnostic SamplingParams); only the CPU build was tested.
+        """
+        import numpy as np
+        from vllm import SamplingParams
+
+        from harness.stepwise import NUCLEUS_ARG
+        from strategies.base import StepResult
+        from strategies.stepwise import step_result
+
+        if not sequences:
+            return []
+        self._check_raw_logprobs()
+        in_engine = nucleus_p is not None and not full and self.nucleus_in_engine
+        whole = full or (nucleus_p is not None and not in_engine)
+        extra = {"extra_args": {NUCLEUS_ARG: float(nucleus_p)}} if in_engine else {}
+        # A little more than top_k, so that ties at the k-th place are resolved by token id.
+        want = top_k + 8
+        sp = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False,
+                            logprobs=-1 if whole else max(1, want), flat_logprobs=True, **extra)
+        inputs = [{"prompt_token_ids": list(s)} for s in sequences]
+        outs = self.llm.generate(inputs, sp, use_tqdm=False)
+        results = []
+        for seq, out in zip(sequences, outs):
+            flat = out.outputs[0].logprobs
+            cached = int(out.num_cached_tokens or 0)
+            computed = len(seq) - cached
+            # Position 0 holds the sampled token first, then the requested top tokens.
+            a, b = flat.start_indices[0], flat.end_indices[0]
+            ids = np.asarray(flat.token_ids[a + 1:b], dtype=np.int64)
+            lps = np.asarray(flat.logprobs[a + 1:b], dtype=np.float32)
+            if in_engine:  # the processor made the greedy token N - 1
+                order = np.lexsort((ids, -lps))[:top_k]
+                results.append(StepResult(token_ids=ids[order].tolist(), logprobs=lps[order].astype(float).tolist(),
+                                          nucleus_size=int(out.outputs[0].token_ids[0]) + 1,
+                                          cached_tokens=cached, computed_tokens=computed))
+            elif whole:
+                vec = np.full(self.vocab_size, -np.inf, dtype=np.float32)
+                vec[ids] = lps
+                results.append(step_result(vec, top_k=top_k, nucleus_p=nucleus_p, full=full,
+                                           cached_tokens=cached, computed_tokens=computed))
+            else:
+                order = np.lexsort((ids, -lps))[:top_k]
+                results.append(StepResult(token_ids=ids[order].tolist(), logprobs=lps[order].astype(float).tolist(),
+                                          cached_tokens=cached, computed_tokens=computed))
+        return results
+
+    @property
+    def nucleus_in_engine(self) -> bool:
+        """True when this engine counts nucleus sizes with the in-engine logits processor."""
+        from harness.stepwise import NUCLEUS_PROCESSOR
+        procs = getattr(self.llm.llm_engine.model_config, "logits_processors", None) or []
+        return NUCLEUS_PROCESSOR in procs
+
+    def beam_search(self, prompts: Sequence[Sequence[int]], *, beam_width: int, max_tokens: int,
+                    length_penalty: float = 1.0, ignore_eos: bool = False) -> list[dict[str, Any]]:
+        """vLLM's own beam search (``LLM.beam_search``) over token-id prompts. Per prompt, the
+        best beam: its generated token ids (prompt removed) and cumulative logprob."""
+        from vllm.sampling_params import BeamSearchParams
+
+        if not prompts:
+            return []
+        params = BeamSearchParams(beam_width=beam_width, max_tokens=max_tokens, length_penalty=length_penalty,
+                                  ignore_eos=ignore_eos)
+        outs = self.llm.beam_search([{"prompt_token_ids": list(p)} for p in prompts], params)
+        results = []
+        for p, out in zip(prompts, outs):
+            best = out.sequences[0]
+            results.append({"token_ids": list(best.tokens[len(p):]), "cum_logprob": float(best.cum_logprob)})
+        return results
+
+    # ---- scoring (metrics) ----------------------------------------------------------------
+
+    def completion_logprobs(self, prompts: Sequence[Sequence[int]],
+                            completions: Sequence[Sequence[int]]) -> list[list[float | None]]:
+        """log p(completion token | prompt + earlier completion tokens) for each pair, from
+        one batched prefill with prompt logprobs (``prompt_logprobs=0``: the actual token
+        only), temperature 1, raw logprobs. A pair that vLLM rejects gives []."""
+        if not prompts:
+            return []
+        sp = self.sampling_params(max_tokens=1, prompt_logprobs=0, detokenize=False, temperature=1.0)
+        inputs = [{"prompt_token_ids": list(p) + list(c)} for p, c in zip(prompts, completions)]
+        try:
+            outs = self.llm.generate(inputs, [sp] * len(inputs), use_tqdm=False)
+        except Exception:  # noqa: BLE001 - retry one by one so one bad pair costs only itself
+            if len(inputs) == 1:
+                return [[]]
+            return [r for p, c in zip(prompts, completions) for r in self.completion_logprobs([p], [c])]
+        result: list[list[float | None]] = []
+        for p, c, out in zip(prompts, completions, outs):
+            plp = out.prompt_logprobs or []
+            lps: list[float | None] = []
+            for pos in range(len(p), len(p) + len(c)):
+                entry = plp[pos] if pos < len(plp) else None
+                tok = int(c[pos - len(p)])
+                lp = None
+                if entry is not None:
+                    got = entry.get(tok) if hasattr(entry, "get") else None
+                    lp = None if got is None else float(getattr(got, "logprob", got))
+                lps.append(lp)
+            result.append(lps)
+        return result
+

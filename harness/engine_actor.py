@@ -22,5 +22,6 @@ class EngineActor:
 
     def run_unit(self, unit: WorkUnit) -> UnitResult:
         result = execute_unit(self.engine, unit)
-        result.engine_info = {"pid": self.engine.info()["pid"], "cpu_cores": self.engine.cpu_cores}
+        result.engine_info = {"pid": self.engine.info()["pid"], "cpu_cores": self.engine.cpu_cores,
+                              "model_path": self.engine.model_path}
         return result

@@ -292,7 +292,7 @@ def _sha256(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
+def _locked(lock_path: Path, on_wait: Callable[[], Any] | None = None) -> Iterator[None]:
     """Exclusive lock across processes (POSIX); a no-op where fcntl is missing."""
     try:
         import fcntl
@@ -301,7 +301,12 @@ def _locked(lock_path: Path) -> Iterator[None]:
         return
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -316,14 +321,19 @@ def _clear_quantization(model: Any) -> None:
 
     transformers refuses ``save_pretrained`` while ``model.hf_quantizer`` is set
     (the GGUF quantizer is not serializable), and a ``quantization_config`` left
-    in the config would make loaders treat the folder as GGUF-quantized.
+    in the config would make loaders treat the folder as GGUF-quantized. This
+    mirrors transformers' own ``HfQuantizer.remove_quantization_config``. With
+    ``GgufConfig(dequantize=True)`` (transformers >= 5) the loader already did
+    it and this is a no-op.
     """
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer = None
-    # Older transformers keep a plain attribute; newer ones derive it from hf_quantizer.
+    for attr in ("hf_quantizer", "quantization_method"):
+        if getattr(model, attr, None) is not None:
+            with contextlib.suppress(AttributeError):
+                delattr(model, attr)
+            if getattr(model, attr, None) is not None:
+                setattr(model, attr, None)
     with contextlib.suppress(AttributeError):
-        if getattr(model, "is_quantized", False):
-            model.is_quantized = False
+        model.is_quantized = False
     configs = [model.config]
     get_text = getattr(model.config, "get_text_config", None)
     if callable(get_text):
@@ -442,6 +452,16 @@ def _convert(spec: ModelSpec, gguf: Path, out: Path, log: Log) -> None:
     if spec.needs_bos:
         _ensure_bos(tok)
     tok.save_pretrained(out)
+    if spec.needs_bos:
+        # transformers 5 keeps the BOS in tokenizer.json's post-processor only: it
+        # neither writes add_bos_token nor reads it back when tokenizer.json exists
+        # (a reloaded tokenizer.add_bos_token says False yet BOS is added). Record
+        # it anyway for older transformers and other readers of tokenizer_config.json.
+        cfg_path = out / "tokenizer_config.json"
+        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+        if cfg.get("add_bos_token") is not True:
+            cfg["add_bos_token"] = True
+            cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
     log(f"deceval: {spec.name}: saved in {time.monotonic() - t0:.1f} s; verifying")
 
 
@@ -454,7 +474,11 @@ def _prepare(name: str, cache_dir: Path | str | None, force: bool, log: Log) -> 
 
     models = target.parent
     models.mkdir(parents=True, exist_ok=True)
-    with _locked(models / f".{name}.lock"):
+    lock = models / f".{name}.lock"
+    def waiting() -> None:
+        log(f"deceval: {name}: waiting for another process that is preparing it ({lock})")
+
+    with _locked(lock, on_wait=waiting):
         if not force and _marker_matches(target, spec):  # another process finished meanwhile
             return target, True
         # Anything left by an interrupted run is stale now that we hold the lock.

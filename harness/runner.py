@@ -106,11 +106,12 @@ def run(cfg: RunConfig, *, address: str | None = None, run_id: str | None = None
           f"{sum(len(p.prompts) for p in prompt_sets)} prompts -> {len(units)} unit(s)"
           + (f", {skipped} already done" if skipped else ""), file=out)
 
-    from harness.models import resolve_model
+    from harness.models import BUILTIN_MODELS, resolve_model
     model_paths: dict[str, tuple[str, bool]] = {}
     architectures: dict[str, Any] = {}
     for m in cfg.models:
-        path, needs_bos = resolve_model(m.ref)
+        path = resolve_model(m.ref, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        needs_bos = BUILTIN_MODELS[m.ref].needs_bos if m.ref in BUILTIN_MODELS else False
         model_paths[m.name] = (str(path), needs_bos)
         architectures[m.name] = _architecture(path)
 
@@ -140,12 +141,9 @@ def run(cfg: RunConfig, *, address: str | None = None, run_id: str | None = None
 
 
 def _architecture(path: Any) -> dict[str, Any] | None:
-    cfg_path = Path(str(path)) / "config.json"
-    if not cfg_path.exists():
-        return None
-    raw = json.loads(cfg_path.read_text())
-    text = raw.get("text_config", raw)
-    return {k: text.get(k) for k in ("hidden_size", "num_hidden_layers", "vocab_size")}
+    """Size facts of a local model folder (None for a hub id, which has no local config)."""
+    from harness.models import model_architecture
+    return model_architecture(path) if (Path(str(path)) / "config.json").exists() else None
 
 
 def _execute(cfg: RunConfig, pending: list[WorkUnit], model_paths, run_dir: Path, run_id: str, schema,

@@ -27,6 +27,13 @@ for _name, _ref in {
     "top_k": "strategies.native:TopK",
     "top_p": "strategies.native:TopP",
     "min_p": "strategies.native:MinP",
+    "beam": "strategies.beam:BeamSearch",
+    "typical": "strategies.stepwise:Typical",
+    "eta": "strategies.stepwise:Eta",
+    "epsilon": "strategies.stepwise:Epsilon",
+    "mirostat": "strategies.stepwise:Mirostat",
+    "dynamic_top_p": "strategies.stepwise:DynamicTopP",
+    "wsp": "strategies.wsp:WSP",
 }.items():
     STRATEGIES.register(_name, _ref)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 from harness.errors import ParamError
 
@@ -172,5 +172,8 @@ class StepwiseStrategy(Strategy):
     stepwise = True
 
     def decode(self, engine: StepEngine, prompts: Sequence[Sequence[int]], *, max_tokens: int,
-               seeds: Sequence[int], stop_token_ids: frozenset[int] = frozenset()) -> list[Decoded]:
+               seeds: Sequence[int], stop_token_ids: frozenset[int] = frozenset(),
+               stop_check: Callable[[list[int]], bool] | None = None) -> list[Decoded]:
+        """Decode every prompt; ``stop_check(generated_ids)`` is True when a stop string
+        appeared (the driver detokenizes only a short tail for it)."""
         raise NotImplementedError

@@ -1,0 +1,208 @@
+"""Scaling benchmark for the engine pool and the scheduler.
+
+(a) real: SmolLM2-135M engines in Ray actors on this machine, greedy, the same work units
+    each time. Three set-ups: one engine bound to core 0; one engine bound to every core;
+    one engine per core. Targets (2-core machine): per-core replicas >= 1.6x the single-core
+    engine, and >= 0.9x the engine bound to both cores.
+(b) simulated: engine actors that sleep for a modelled step time per generated token, from
+    1 to 32 replicas. Scheduler efficiency = ideal time / measured time, with ideal time =
+    max(total work / replicas, longest unit). Target: >= 0.9 at 32 replicas.
+
+    .venv/bin/python bench/scaling.py --quick            # both parts, small
+    .venv/bin/python bench/scaling.py --sim-only         # no model, seconds
+    .venv/bin/python bench/scaling.py --json out.json
+
+Timings on a shared machine are indicative only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+# ---- (b) simulated -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SleepUnit:
+    id: str
+    model: str
+    tokens: int
+    step_s: float
+
+    @property
+    def seconds(self) -> float:
+        return self.tokens * self.step_s
+
+
+def _sleep_actor_class():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class SleepEngine:
+        """Stands in for an engine actor: a unit takes tokens x step time."""
+
+        def ping(self) -> int:
+            return os.getpid()
+
+        def run_unit(self, unit: SleepUnit) -> float:
+            time.sleep(unit.seconds)
+            return unit.seconds
+
+    return SleepEngine
+
+
+def simulate(replica_counts: list[int], units_per_replica: int, step_s: float, seed: int = 0) -> list[dict]:
+    import ray
+
+    from harness.scheduler import Scheduler
+
+    SleepEngine = _sleep_actor_class()
+    rng = random.Random(seed)
+    actors = [SleepEngine.remote() for _ in range(max(replica_counts))]
+    ray.get([a.ping.remote() for a in actors])  # every actor up before the clock starts
+    rows = []
+    try:
+        for n in replica_counts:
+            units = [SleepUnit(f"u{i}", "m", rng.randint(16, 48), step_s) for i in range(n * units_per_replica)]
+            work = sum(u.seconds for u in units)
+            ideal = max(work / n, max(u.seconds for u in units))
+            done: list = []
+            t0 = time.perf_counter()
+            stats = Scheduler({"m": actors[:n]}).run(units, lambda u, r: done.append(r), lambda u, e, k: None)
+            measured = time.perf_counter() - t0
+            assert stats["done"] == len(units), stats
+            rows.append({"replicas": n, "units": len(units), "work_s": round(work, 2), "ideal_s": round(ideal, 3),
+                         "measured_s": round(measured, 3), "efficiency": round(ideal / measured, 3)})
+            print(f"  sim {n:>2} replicas: {len(units):>4} units  ideal {ideal:6.2f} s  measured {measured:6.2f} s  "
+                  f"efficiency {ideal / measured:.3f}", flush=True)
+    finally:
+        for a in actors:
+            ray.kill(a)
+    return rows
+
+
+# ---- (a) real ------------------------------------------------------------------------------------
+
+
+def _real_config(prompts: int, max_tokens: int, shard: int, replicas: int, cores: str | None):
+    from harness.config import resolve_config
+    engine = {"dtype": "bfloat16", "max_model_len": 1024, "kv_cache_gib": 1, "block_size": 32}
+    if cores:
+        engine["cpu_cores"] = cores
+    return resolve_config({
+        "run_name": "bench-scaling", "models": [{"model": "smollm2-135m", "replicas": replicas}],
+        "engine": engine, "prompt_sets": [{"name": "facts", "limit": prompts}],
+        "strategies": [{"name": "greedy"}], "generation": {"max_tokens": max_tokens, "seed": 0},
+        "shard_size": shard,
+    }, "<bench>")
+
+
+def real_case(label: str, prompts: int, max_tokens: int, shard: int, replicas: int, cores: str | None) -> dict:
+    import ray
+
+    from harness.models import BUILTIN_MODELS, resolve_model
+    from harness.plan import make_plan
+    from harness.prompts import load_prompt_set
+    from harness.runner import start_pools
+    from harness.scheduler import Scheduler
+
+    cfg = _real_config(prompts, max_tokens, shard, replicas, cores)
+    units = make_plan(cfg, [load_prompt_set(p) for p in cfg.prompt_sets])
+    ref = cfg.models[0].ref
+    resolved = resolve_model(ref)
+    path = resolved[0] if isinstance(resolved, tuple) else resolved
+    needs_bos = BUILTIN_MODELS[ref].needs_bos if ref in BUILTIN_MODELS else False
+    t_load = time.perf_counter()
+    pools = start_pools(cfg, {cfg.models[0].name: (str(path), needs_bos)}, {cfg.models[0].name})
+    actors = pools[cfg.models[0].name]
+    try:
+        infos = ray.get([a.info.remote() for a in actors])
+        load_s = time.perf_counter() - t_load
+        # Warm-up: one unit on every actor, not timed.
+        ray.get([a.run_unit.remote(units[0]) for a in actors])
+        results: list = []
+        t0 = time.perf_counter()
+        stats = Scheduler(pools).run(units, lambda u, r: results.append(r), lambda u, e, k: print("failed", u.id, e))
+        wall = time.perf_counter() - t0
+    finally:
+        for a in actors:
+            ray.kill(a)
+    tokens = sum(r.generated_tokens for r in results)
+    row = {"case": label, "replicas": replicas, "cores": [i["cpu_cores"] for i in infos], "units": len(units),
+           "done": stats["done"], "tokens": tokens, "wall_s": round(wall, 2), "tok_per_s": round(tokens / wall, 1),
+           "load_s": round(load_s, 1)}
+    print(f"  real {label:<22} cores {row['cores']}: {tokens} tokens in {wall:.2f} s = {row['tok_per_s']} tok/s "
+          f"(engine start {load_s:.0f} s)", flush=True)
+    return row
+
+
+def real(prompts: int, max_tokens: int, shard: int) -> dict:
+    from harness.engine import cpu_count
+    n = cpu_count()
+    if n < 2:
+        print("  real: needs at least 2 cores; skipped")
+        return {}
+    one_core = real_case("1 engine, 1 core", prompts, max_tokens, shard, 1, "0")
+    all_cores = real_case(f"1 engine, {n} cores", prompts, max_tokens, shard, 1, None)
+    per_core = real_case(f"{n} engines, 1 core each", prompts, max_tokens, shard, n, None)
+    vs_one = per_core["tok_per_s"] / one_core["tok_per_s"]
+    vs_all = per_core["tok_per_s"] / all_cores["tok_per_s"]
+    print(f"  real: {n} replicas vs 1 engine on 1 core: {vs_one:.2f}x (target >= 1.6); "
+          f"vs 1 engine on {n} cores: {vs_all:.2f}x (target >= 0.9)")
+    return {"cases": [one_core, all_cores, per_core], "speedup_vs_one_core": round(vs_one, 3),
+            "ratio_vs_all_cores": round(vs_all, 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes in all")
+    ap.add_argument("--sim-only", action="store_true", help="only the simulated part (no model)")
+    ap.add_argument("--real-only", action="store_true", help="only the real-engine part")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    import ray
+
+    from harness.engine import cpu_count
+    ray.init(num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"}})
+    out: dict = {"quick": args.quick, "cpus": cpu_count()}
+    ok = True
+    try:
+        if not args.real_only:
+            counts = [1, 4, 16, 32] if args.quick else [1, 2, 4, 8, 16, 32]
+            print("(b) simulated scheduler scaling", flush=True)
+            sim = simulate(counts, units_per_replica=4 if args.quick else 8, step_s=0.005 if args.quick else 0.01)
+            eff32 = next(r["efficiency"] for r in sim if r["replicas"] == 32)
+            print(f"  efficiency at 32 replicas: {eff32:.3f} (target >= 0.9) -> {'PASS' if eff32 >= 0.9 else 'MISS'}")
+            out["simulated"] = sim
+            ok &= eff32 >= 0.9
+        if not args.sim_only:
+            print("(a) real engines", flush=True)
+            r = real(prompts=16, max_tokens=32, shard=4) if args.quick else real(prompts=32, max_tokens=64, shard=8)
+            out["real"] = r
+            if r:
+                passed = r["speedup_vs_one_core"] >= 1.6 and r["ratio_vs_all_cores"] >= 0.9
+                print(f"  -> {'PASS' if passed else 'MISS'} (indicative: the machine is shared)")
+    finally:
+        ray.shutdown()
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

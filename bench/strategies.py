@@ -1,0 +1,172 @@
+"""Strategy benchmark, on ONE engine in one run (same prompts for every strategy).
+
+    .venv/bin/python bench/strategies.py [--quick] [--measure-nucleus] [--dtype bfloat16]
+
+Reports generated tokens/s for greedy, top-p 0.9, beam search (width 4, vLLM's
+LLM.beam_search) and WSP (K = 4 and 8); for WSP also its mean candidate count, engine
+requests per generated token and engine-computed (uncached) prompt tokens per generated
+token, from the cached-token counts. Targets (issue 3): WSP K=8 >= 1.5x beam-4 tokens/s.
+
+``--measure-nucleus`` first times the ways to get an exact top-p nucleus count for one
+lookahead step (P prefixes x 8 candidates): full-vocabulary flat logprobs vs. top-k
+logprobs (20 / 1024, not exact when the nucleus is larger: the share of exact counts is
+printed).
+
+Timings on a shared 2-core machine are indicative only; ``--quick`` keeps it small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def load_prompts(n: int) -> list[str]:
+    from harness.config import PromptSetConfig
+    from harness.prompts import load_prompt_set
+    texts = []
+    for name in ("open_ended", "facts"):
+        texts += [p.text for p in load_prompt_set(PromptSetConfig(name=name, path=None, chat=False, limit=None)).prompts]
+    return texts[:n]
+
+
+def measure_nucleus(engine, prompts_ids, k: int = 8, top_p: float = 0.9) -> dict:
+    """One WSP lookahead step, P prefixes x k candidates, by each mechanism."""
+    import numpy as np
+    from vllm import SamplingParams
+
+    from strategies.stepwise import nucleus_size
+    base = engine.next_token(prompts_ids, top_k=k, nucleus_p=top_p)
+    batch = [list(p) + [c] for p, r in zip(prompts_ids, base) for c in r.token_ids[:k]]
+    out: dict = {"requests": len(batch)}
+    # warm the prefix cache for every variant alike
+    engine.llm.generate([{"prompt_token_ids": b} for b in batch], SamplingParams(max_tokens=1, detokenize=False),
+                        use_tqdm=False)
+    t = time.perf_counter()
+    flat = engine.next_token(batch, top_k=k, full=True)
+    ns = [nucleus_size(r.full_logprobs, top_p) for r in flat]
+    out["full_flat_logprobs_s"] = round(time.perf_counter() - t, 3)
+    out["nucleus_sizes"] = {"min": int(min(ns)), "median": float(np.median(ns)), "max": int(max(ns))}
+    if engine.nucleus_in_engine:
+        t = time.perf_counter()
+        lp = engine.next_token(batch, top_k=k, nucleus_p=top_p)
+        out["logits_processor_s"] = round(time.perf_counter() - t, 3)
+        out["logits_processor_agrees"] = round(float(np.mean([r.nucleus_size == n for r, n in zip(lp, ns)])), 4)
+        out["logits_processor_topk_agrees"] = all(r.token_ids == f.token_ids for r, f in zip(lp, flat))
+    for topk in (20, 1024):
+        sp = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False, logprobs=topk, flat_logprobs=True)
+        t = time.perf_counter()
+        res = engine.llm.generate([{"prompt_token_ids": b} for b in batch], sp, use_tqdm=False)
+        got = []
+        for r in res:
+            lp = np.asarray(r.outputs[0].logprobs.logprobs[1:], dtype=np.float32)
+            c = np.cumsum(np.exp(np.sort(lp.astype(np.float64))[::-1]))
+            got.append(int(np.searchsorted(c, top_p)) + 1 if c[-1] >= top_p else None)
+        out[f"top{topk}_flat_s"] = round(time.perf_counter() - t, 3)
+        out[f"top{topk}_exact_share"] = round(float(np.mean([g == n for g, n in zip(got, ns)])), 3)
+    # numpy cost of the count itself, per request
+    vec = engine.next_token(batch[:1], top_k=k, full=True)[0].full_logprobs
+    t = time.perf_counter()
+    for _ in range(50):
+        nucleus_size(vec, top_p)
+    out["numpy_count_ms_per_request"] = round((time.perf_counter() - t) / 50 * 1000, 2)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="8 prompts x 16 tokens (default 32 x 64)")
+    ap.add_argument("--prompts", type=int, default=None)
+    ap.add_argument("--max-tokens", type=int, default=None)
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--measure-nucleus", action="store_true")
+    ap.add_argument("--only", default="", help="comma list of greedy,top_p,beam4,wsp4,wsp8")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+    n = args.prompts or (8 if args.quick else 32)
+    max_tokens = args.max_tokens or (16 if args.quick else 64)
+
+    from harness.engine import Engine, core_share
+    from harness.models import prepare
+    from strategies.wsp import WSP, WSPParams
+
+    engine = Engine(str(prepare("smollm2-135m")), {"dtype": args.dtype, "max_model_len": 1024, "kv_cache_gib": 2,
+                                                  "seed": 0, "block_size": 32, "enable_prefix_caching": True},
+                    cpu_cores=core_share(0, 1))
+    prompts = [engine.encode(t) for t in load_prompts(n)]
+    results: dict = {"prompts": len(prompts), "max_tokens": max_tokens, "dtype": args.dtype,
+                     "load_s": round(engine.load_seconds, 1)}
+    # warm-up
+    engine.generate(prompts[:2], [engine.sampling_params(max_tokens=2, temperature=0.0)] * 2)
+    if args.measure_nucleus:
+        results["nucleus_mechanism"] = measure_nucleus(engine, prompts[:16])
+        print(json.dumps(results["nucleus_mechanism"]), flush=True)
+
+    only = set(filter(None, args.only.split(",")))
+
+    def want(name: str) -> bool:
+        return not only or name in only
+
+    def native(name, **kw):
+        sp = engine.sampling_params(max_tokens=max_tokens, ignore_eos=True, **kw)
+        t = time.perf_counter()
+        outs = engine.generate(prompts, [sp] * len(prompts))
+        dt = time.perf_counter() - t
+        toks = sum(len(o.token_ids) for o in outs)
+        results[name] = {"tokens": toks, "seconds": round(dt, 2), "tok_per_s": round(toks / dt, 1)}
+        print(name, results[name], flush=True)
+
+    if want("greedy"):
+        native("greedy", temperature=0.0)
+    if want("top_p"):
+        native("top_p", temperature=1.0, top_p=0.9, seed=0)
+    if want("beam4"):
+        t = time.perf_counter()
+        outs = engine.beam_search(prompts, beam_width=4, max_tokens=max_tokens, ignore_eos=True)
+        dt = time.perf_counter() - t
+        toks = sum(len(o["token_ids"]) for o in outs)
+        results["beam4"] = {"tokens": toks, "seconds": round(dt, 2), "tok_per_s": round(toks / dt, 1)}
+        print("beam4", results["beam4"], flush=True)
+    for k in (4, 8):
+        name = f"wsp{k}"
+        if not want(name):
+            continue
+        wsp = WSP(WSPParams(max_candidates=k))
+        t = time.perf_counter()
+        dec = wsp.decode(engine, prompts, max_tokens=max_tokens, seeds=list(range(len(prompts))),
+                         stop_token_ids=frozenset())  # like ignore_eos: every sample runs max_tokens
+        dt = time.perf_counter() - t
+        toks = sum(len(d.token_ids) for d in dec)
+        steps = [s for d in dec for s in d.steps]
+        req = sum(d.engine_requests for d in dec)
+        comp = sum(d.computed_tokens for d in dec)
+        cached = sum(d.cached_tokens for d in dec)
+        cands = sum(s["candidates"] for s in steps)
+        results[name] = {"tokens": toks, "seconds": round(dt, 2), "tok_per_s": round(toks / dt, 1),
+                         "mean_candidates": round(cands / len(steps), 3),
+                         "requests_per_token": round(req / toks, 3),
+                         # one request per candidate per step, plus the step-0 request per prompt
+                         "requests_expected": cands + len(prompts), "requests": req,
+                         "computed_tokens_per_token": round(comp / toks, 3),
+                         "cached_share": round(cached / max(1, cached + comp), 3)}
+        print(name, results[name], flush=True)
+    if "beam4" in results and "wsp8" in results:
+        results["wsp8_over_beam4"] = round(results["wsp8"]["tok_per_s"] / results["beam4"]["tok_per_s"], 2)
+        print("wsp8 / beam4 tokens/s:", results["wsp8_over_beam4"], "(target >= 1.5)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

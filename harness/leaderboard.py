@@ -1,0 +1,316 @@
+"""Leaderboards: strategies ranked per model and metric, in each metric's direction, over
+one run or many; written as Markdown and as a static HTML page with plots.
+
+Import-light at module level (pandas/numpy only through harness.stats); matplotlib is
+imported when plots are drawn.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from harness.report import read_run_json, read_samples
+
+#: Columns the report writes that are summarised like metrics when present.
+EXTRA_COLUMNS = {"mean_log_possibilities": None, "left_greedy_share": None}
+#: Quality metrics for the quality/diversity plot, in order of preference.
+QUALITY_METRICS = ("pass_at_1", "numeric_match", "contains_answer", "exact_match", "coherence")
+COST_METRICS = ("gen_tokens_per_s", "computed_per_generated", "sample_latency_s")
+
+
+def expand_reports(paths: Iterable[Path | str]) -> list[Path]:
+    """Run folders (holding run.json) from the paths given; a folder of runs (e.g.
+    ``reports/``) expands to every run inside it."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if (p / "run.json").exists():
+            out.append(p)
+            continue
+        runs = sorted(d for d in p.iterdir() if (d / "run.json").exists()) if p.is_dir() else []
+        if not runs:
+            raise FileNotFoundError(f"{p}: not a report folder (no run.json) and holds no report folders; "
+                                    f"give reports/<run_id> written by 'deceval run'")
+        out.extend(runs)
+    if not out:
+        raise FileNotFoundError("no report folders given")
+    return out
+
+
+def rescore_missing(df: Any, metrics: Sequence[str]) -> Any:
+    """Compute the driver-side metrics in ``metrics`` that the report lacks (a report
+    written with an older metric set), unit by unit. Engine metrics (perplexity) cannot
+    be recomputed without the engine and stay absent."""
+    from harness.metrics import METRICS, score_rows
+    todo = [m for m in metrics if m in METRICS and m not in df.columns and METRICS.get(m).stage == "row"]
+    if not todo or df.empty:
+        return df
+    df = df.reset_index(drop=True)
+    records = df.to_dict("records")
+    by_unit: dict[Any, list[int]] = {}
+    for i, r in enumerate(records):
+        by_unit.setdefault((r.get("run_id"), r.get("unit_id")), []).append(i)
+    for idx in by_unit.values():
+        score_rows([records[i] for i in idx], todo)
+    for m in todo:
+        df[m] = [records[i].get(m) for i in range(len(records))]
+        df[m] = df[m].astype(float)
+    return df
+
+
+def default_leaderboard_metrics(df: Any) -> list[str]:
+    """The report's metric columns, plus driver-side defaults it lacks that need no model."""
+    from harness.metrics import METRICS, default_metrics
+    present = [c for c in df.columns if c in METRICS]
+    cheap = [m for m in default_metrics() if m not in present and METRICS.get(m).stage == "row"
+             and not ({"embedder", "scorer"} & METRICS.get(m).needs)]
+    return present + cheap
+
+
+@dataclass
+class Leaderboard:
+    table: Any                      # one row per model, strategy, metric: mean, CI, rank, direction
+    samples: Any = field(repr=False)  # the rows it was built from
+    runs: list[dict[str, Any]]
+    capacities: dict[str, dict[str, float] | None]
+    metrics: list[str]
+    confidence: float
+
+    def models(self) -> list[str]:
+        return sorted(self.table["model"].unique()) if len(self.table) else []
+
+
+def _strategy_keys(df: Any) -> Any:
+    """A label per strategy config; a label used by several configs across runs gets its id."""
+    ids_per_label = df.groupby("strategy_label")["strategy_id"].nunique()
+    clash = set(ids_per_label[ids_per_label > 1].index)
+    return df.apply(lambda r: f"{r['strategy_label']} [{r['strategy_id'][:6]}]" if r["strategy_label"] in clash
+                    else r["strategy_label"], axis=1) if clash else df["strategy_label"]
+
+
+def build_leaderboard(reports: Iterable[Path | str], metrics: Sequence[str] | None = None, *,
+                      n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> Leaderboard:
+    from harness.capacity import run_capacities
+    from harness.metrics import METRICS
+    from harness.stats import summary
+
+    run_dirs = expand_reports(reports)
+    runs = [read_run_json(d) | {"_dir": str(d)} for d in run_dirs]
+    df = read_samples(run_dirs)
+    if metrics is None:
+        metrics = default_leaderboard_metrics(df)
+    else:
+        unknown = [m for m in metrics if m not in METRICS and m not in df.columns]
+        if unknown:
+            raise ValueError(f"--metrics: unknown metric(s) {unknown}; known: {', '.join(METRICS.names())}")
+    df = rescore_missing(df, metrics)
+    df["strategy_key"] = _strategy_keys(df)
+    cols = list(metrics) + [c for c in EXTRA_COLUMNS if c in df.columns and df[c].notna().any() and c not in metrics]
+    table = summary(df, cols, group=("model", "strategy_key"), n_boot=n_boot, confidence=confidence, seed=seed)
+    table = table.rename(columns={"strategy_key": "strategy"})
+    table["rank"] = math.nan
+    for (_, metric), g in table.groupby(["model", "metric"]):
+        direction = g["direction"].iloc[0]
+        if direction == "none":
+            continue
+        table.loc[g.index, "rank"] = g["mean"].rank(ascending=(direction == "lower"), method="min")
+    capacities: dict[str, Any] = {}
+    for r in runs:
+        for name, cap in run_capacities(r).items():
+            capacities.setdefault(name, cap)
+    return Leaderboard(table=table, samples=df, runs=runs, capacities=capacities, metrics=list(cols),
+                       confidence=confidence)
+
+
+# ---- rendering --------------------------------------------------------------------------------
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    av = abs(v)
+    if av >= 100:
+        return f"{v:.1f}"
+    if av >= 10:
+        return f"{v:.2f}"
+    return f"{v:.{digits}f}"
+
+
+def _cell(r: Any) -> str:
+    rank = "" if math.isnan(r["rank"]) else f" #{int(r['rank'])}"
+    return f"{_fmt(r['mean'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]{rank}"
+
+
+def wide_table(lb: Leaderboard, model: str) -> Any:
+    """Strategies x metrics for one model, cells 'mean [low, high] #rank'; strategies ordered
+    by their rank on the first quality metric present."""
+    import pandas as pd
+    t = lb.table[lb.table["model"] == model]
+    if t.empty:
+        return pd.DataFrame()
+    cells = t.assign(cell=t.apply(_cell, axis=1)).pivot(index="strategy", columns="metric", values="cell")
+    cells = cells[[m for m in lb.metrics if m in cells.columns]]
+    order_metric = next((m for m in QUALITY_METRICS if m in cells.columns), None)
+    if order_metric:
+        ranks = t[t["metric"] == order_metric].set_index("strategy")["rank"]
+        cells = cells.loc[sorted(cells.index, key=lambda s: (ranks.get(s, math.inf), s))]
+    return cells.fillna("")
+
+
+def best_table(lb: Leaderboard, model: str) -> Any:
+    import pandas as pd
+    t = lb.table[(lb.table["model"] == model) & (lb.table["rank"] == 1)]
+    rows = []
+    for m in lb.metrics:
+        g = t[t["metric"] == m]
+        if g.empty:
+            continue
+        rows.append({"metric": m, "direction": g["direction"].iloc[0], "best": ", ".join(g["strategy"]),
+                     "mean [CI]": f"{_fmt(g['mean'].iloc[0])} [{_fmt(g['ci_low'].iloc[0])}, {_fmt(g['ci_high'].iloc[0])}]"})
+    return pd.DataFrame(rows)
+
+
+def _capacity_line(cap: dict[str, float] | None) -> str:
+    if not cap:
+        return "capacity: unknown (no architecture in run.json)"
+    return (f"capacity (seed formulas, m = {cap['m']:g}): total possibilities (m*h)^n = 10^{cap['log10_possibilities']:.1f}, "
+            f"dependency length n*ln(m*h)/ln(V) = {cap['dependency_length']:.2f} tokens")
+
+
+def _md_table(df: Any) -> str:
+    if df is None or df.empty:
+        return "_(no data)_"
+    cols = [df.index.name or ""] + list(df.columns) if df.index.name else list(df.columns)
+    rows = [[str(i)] + [str(v) for v in r] for i, r in zip(df.index, df.itertuples(index=False))] if df.index.name \
+        else [[str(v) for v in r] for r in df.itertuples(index=False)]
+    esc = lambda s: s.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    return "\n".join(["| " + " | ".join(esc(c) for c in cols) + " |", "|" + "---|" * len(cols),
+                      *("| " + " | ".join(esc(c) for c in r) + " |" for r in rows)])
+
+
+def _runs_line(lb: Leaderboard) -> str:
+    return ", ".join(f"{r.get('run_id')} ({r.get('status', '?')})" for r in lb.runs)
+
+
+def to_markdown(lb: Leaderboard) -> str:
+    pct = int(round(lb.confidence * 100))
+    out = [f"# Decoding-strategy leaderboard", "",
+           f"Runs: {_runs_line(lb)}. Cells: mean over prompts [{pct}% bootstrap CI over prompts] #rank "
+           f"(rank 1 is best in the metric's direction; metrics without a direction are not ranked).", ""]
+    for model in lb.models():
+        out += [f"## {model}", "", _capacity_line(lb.capacities.get(model)), "", "### Best per metric", "",
+                _md_table(best_table(lb, model)), "", "### All strategies", "", _md_table(wide_table(lb, model)), ""]
+    return "\n".join(out)
+
+
+# ---- plots ------------------------------------------------------------------------------------
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated when both coordinates are maximised, by x."""
+    idx = [i for i, (x, y) in enumerate(points) if not (math.isnan(x) or math.isnan(y))]
+    front = [i for i in idx if not any(points[j][0] >= points[i][0] and points[j][1] >= points[i][1]
+                                       and points[j] != points[i] for j in idx)]
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _means(lb: Leaderboard, model: str, metric: str) -> dict[str, float]:
+    t = lb.table[(lb.table["model"] == model) & (lb.table["metric"] == metric)]
+    return dict(zip(t["strategy"], t["mean"]))
+
+
+def plots(lb: Leaderboard, model: str) -> list[tuple[str, str]]:
+    """(title, base64 PNG) for one model: quality vs diversity with the Pareto front, cost per
+    strategy, WSP possibilities consumed (only when the report has that column)."""
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    out: list[tuple[str, str]] = []
+    quality = next((m for m in QUALITY_METRICS if _means(lb, model, m)), None)
+    div = _means(lb, model, "diversity")
+    if quality and div:
+        q = _means(lb, model, quality)
+        names = [s for s in q if s in div]
+        pts = [(div[s], q[s]) for s in names]
+        front = pareto_front(pts)
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue")
+        for s, (x, y) in zip(names, pts):
+            ax.annotate(s, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if front:
+            ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-o", color="tab:red", label="Pareto front")
+            ax.legend(loc="best", fontsize=8)
+        ax.set_xlabel("diversity (higher is better)")
+        ax.set_ylabel(f"{quality} (higher is better)")
+        ax.set_title(f"{model}: quality against diversity")
+        out.append((f"Quality ({quality}) against diversity, with the Pareto front", _png(fig)))
+    costs = [(m, _means(lb, model, m)) for m in COST_METRICS if _means(lb, model, m)]
+    if costs:
+        fig, axes = plt.subplots(1, len(costs), figsize=(4.2 * len(costs), 0.35 * max(len(c[1]) for c in costs) + 1.6))
+        axes = axes if len(costs) > 1 else [axes]
+        for ax, (m, vals) in zip(axes, costs):
+            names = sorted(vals)
+            ax.barh(names, [vals[s] for s in names], color="tab:green")
+            ax.set_title(m, fontsize=9)
+            ax.tick_params(labelsize=7)
+        fig.suptitle(f"{model}: cost per strategy")
+        out.append(("Cost per strategy", _png(fig)))
+    poss = _means(lb, model, "mean_log_possibilities")
+    if poss:
+        names = sorted(poss)
+        fig, ax = plt.subplots(figsize=(6, 0.35 * len(names) + 1.6))
+        ax.barh(names, [poss[s] for s in names], color="tab:purple")
+        ax.set_xlabel("mean log N of chosen tokens")
+        ax.set_title(f"{model}: WSP possibilities consumed")
+        out.append(("WSP possibilities consumed", _png(fig)))
+    return out
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0;
+font-size:12px}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+figure{margin:1em 0}figcaption{font-size:13px;color:#555}"""
+
+
+def to_html(lb: Leaderboard) -> str:
+    pct = int(round(lb.confidence * 100))
+    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
+             "<link rel=\"icon\" href=\"data:,\">", "<title>deceval leaderboard</title>",
+             f"<style>{_CSS}</style></head><body>", "<h1>Decoding-strategy leaderboard</h1>",
+             f"<p>Runs: {html.escape(_runs_line(lb))}. Cells: mean over prompts [{pct}% bootstrap CI] #rank "
+             f"(rank 1 is best in the metric's direction).</p>"]
+    for model in lb.models():
+        parts += [f"<h2>{html.escape(model)}</h2>", f"<p class=\"capacity\">{html.escape(_capacity_line(lb.capacities.get(model)))}</p>",
+                  "<h3>Best per metric</h3>", best_table(lb, model).to_html(index=False, classes="best", border=0),
+                  "<h3>All strategies</h3>", wide_table(lb, model).to_html(classes="all", border=0)]
+        for title, b64 in plots(lb, model):
+            parts.append(f"<figure><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{b64}\">"
+                         f"<figcaption>{html.escape(title)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_leaderboard(lb: Leaderboard, out_dir: Path | str, html_page: bool = True) -> dict[str, Path]:
+    """Write leaderboard.md, leaderboard.csv (the long table) and leaderboard.html into out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out / "leaderboard.md", "csv": out / "leaderboard.csv"}
+    paths["markdown"].write_text(to_markdown(lb))
+    lb.table.to_csv(paths["csv"], index=False)
+    if html_page:
+        paths["html"] = out / "leaderboard.html"
+        paths["html"].write_text(to_html(lb))
+    return paths

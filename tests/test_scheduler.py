@@ -1,0 +1,125 @@
+"""The scheduler against simulated engine actors that sleep (no model, seconds per test):
+load balancing, model affinity, bounded in-flight work, retries, restarts and failure
+after the last retry."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from harness.scheduler import NoLiveActorError, Scheduler  # noqa: E402
+from tests.simactors import SimUnit, make_pools  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ray_sim():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def _run(pools, units, **kw):
+    done, failed = [], []
+    stats = Scheduler(pools, **kw).run(units, lambda u, r: done.append((u, r)),
+                                       lambda u, e, n: failed.append((u, e, n)))
+    return stats, done, failed
+
+
+def test_every_unit_once_and_model_affinity(ray_sim):
+    pools = make_pools({"a": 2, "b": 1})
+    units = [SimUnit(f"{m}{i}", m, 0.02) for m in "ab" for i in range(6)]
+    stats, done, failed = _run(pools, units)
+    assert not failed and stats["done"] == 12 and stats["retries"] == 0
+    assert sorted(u.id for u, _ in done) == sorted(u.id for u in units)
+    for u, r in done:
+        assert r["model"] == u.model  # the actor checks it too
+    assert {r["actor"] for u, r in done if u.model == "a"} == {"a-0", "a-1"}
+    assert {r["actor"] for u, r in done if u.model == "b"} == {"b-0"}
+
+
+def test_dynamic_load_balancing(ray_sim):
+    """One long unit and many short ones on two actors: the short ones go to whichever
+    actor is idle, so the run takes about as long as the long unit, not long + half."""
+    pools = make_pools({"m": 2})
+    units = [SimUnit("long", "m", 1.0)] + [SimUnit(f"s{i}", "m", 0.1) for i in range(9)]
+    t0 = time.perf_counter()
+    stats, done, _ = _run(pools, units)
+    elapsed = time.perf_counter() - t0
+    assert stats["done"] == 10
+    long_actor = next(r["actor"] for u, r in done if u.id == "long")
+    others = [r["actor"] for u, r in done if u.id != "long"]
+    assert others.count(long_actor) <= 1
+    assert elapsed < 1.45, elapsed  # round robin would need ~1.5 s
+
+
+def test_bounded_in_flight(ray_sim):
+    pools = make_pools({"m": 2}, max_concurrency=8)
+    units = [SimUnit(f"u{i}", "m", 0.1) for i in range(12)]
+    stats, done, _ = _run(pools, units, max_in_flight=2)
+    assert stats["done"] == 12
+    peaks = ray.get([a.peak.remote() for a in pools["m"]])
+    assert peaks == [2, 2]  # never more than 2 at once, and the bound is used
+
+
+def test_killed_actor_is_restarted_and_its_unit_retried(ray_sim, tmp_path):
+    pools = make_pools({"m": 2})
+    pids = set(ray.get([a.ping.remote() for a in pools["m"]]))
+    units = [SimUnit(f"u{i}", "m", 0.05) for i in range(6)]
+    units[1] = SimUnit("victim", "m", 0.05, mode="die_once", marker_dir=str(tmp_path))
+    stats, done, failed = _run(pools, units)
+    assert not failed and stats["done"] == 6 and stats["retries"] == 1
+    assert sorted(u.id for u, _ in done) == sorted(u.id for u in units)
+    victim = next(r for u, r in done if u.id == "victim")
+    assert victim["pid"] not in pids or len(set(ray.get([a.ping.remote() for a in pools["m"]])) - pids) == 1
+
+
+def test_dead_engine_inside_a_live_actor_restarts_the_actor(ray_sim, tmp_path):
+    pools = make_pools({"m": 1})
+    pid = ray.get(pools["m"][0].ping.remote())
+    units = [SimUnit("dead", "m", 0.01, mode="engine_dead_once", marker_dir=str(tmp_path)), SimUnit("next", "m", 0.01)]
+    stats, done, failed = _run(pools, units)
+    assert not failed and stats["restarts"] == 1 and stats["retries"] == 1
+    assert all(r["pid"] != pid for _, r in done)  # a fresh actor process ran both
+
+
+def test_failed_after_max_retries_and_the_run_goes_on(ray_sim):
+    pools = make_pools({"m": 2})
+    units = [SimUnit("bad", "m", 0.01, mode="raise")] + [SimUnit(f"u{i}", "m", 0.02) for i in range(5)]
+    stats, done, failed = _run(pools, units, max_retries=2)
+    assert stats == {"done": 5, "failed": 1, "retries": 2, "restarts": 0, "retired": 0}
+    (unit, error, attempts), = failed
+    assert unit.id == "bad" and attempts == 3 and "is bad" in str(error)
+
+
+def test_permanently_dead_actor_is_retired(ray_sim, tmp_path):
+    """An actor with no restarts left would fail every unit sent to it at once; it is
+    retired and the other replica finishes the run."""
+    pools = make_pools({"m": 2}, max_restarts=0)
+    units = [SimUnit("killer", "m", 0.05, mode="die_once", marker_dir=str(tmp_path))] + \
+            [SimUnit(f"u{i}", "m", 0.05) for i in range(6)]
+    stats, done, failed = _run(pools, units, max_retries=2, retire_after=2)
+    assert not failed and stats["done"] == 7 and stats["retired"] == 1
+    assert {r["actor"] for _, r in done} == {"m-1"}
+
+
+def test_no_live_actor_fails_the_rest_without_hanging(ray_sim, tmp_path):
+    pools = make_pools({"m": 1, "n": 1}, max_restarts=0)
+    units = [SimUnit("killer", "m", 0.05, mode="die_once", marker_dir=str(tmp_path))] + \
+            [SimUnit(f"u{i}", "m", 0.01) for i in range(3)] + [SimUnit("other", "n", 0.01)]
+    stats, done, failed = _run(pools, units, max_retries=5, retire_after=2)
+    assert [u.id for u, _ in done] == ["other"]
+    assert sorted(u.id for u, _, _ in failed) == ["killer", "u0", "u1", "u2"]
+    assert any(isinstance(e, NoLiveActorError) for _, e, _ in failed)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="at least one actor"):
+        Scheduler({"m": []})
+    with pytest.raises(ValueError, match="max_in_flight"):
+        Scheduler({"m": [object()]}, max_in_flight=0)

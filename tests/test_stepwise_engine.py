@@ -1,0 +1,254 @@
+"""Stepwise strategies on the real vLLM engine (slow: ``-m engine``).
+
+One float32 engine for this module (exactness needs float32 on both sides; it is also the
+only engine these tests start, so the module never holds two engines at once).
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.engine
+
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, in a small village,",
+    "The three primary colors are",
+    "def fibonacci(n):",
+    "The best way to learn a new language is",
+]
+MAX_TOKENS = 16
+
+
+@pytest.fixture(scope="session")
+def engine_f32(smollm2_path):
+    from harness.engine import Engine, core_share
+    eng = Engine(smollm2_path, {"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 1, "seed": 0,
+                                "block_size": 32, "enable_prefix_caching": True},
+                 cpu_cores=core_share(0, 1))
+    yield eng
+    del eng
+
+
+# ---- WSP == a plain transformers float32 implementation of DESIGN.md -----------------------------
+
+
+def reference_wsp(model, prompt_ids, *, max_tokens, top_p, k, w, eos):
+    """DESIGN.md's algorithm, written out plainly with transformers in float32."""
+    import torch
+
+    def dist(seqs):
+        with torch.no_grad():
+            logits = model(torch.tensor(seqs)).logits[:, -1, :].float()
+        return torch.log_softmax(logits, dim=-1).double().numpy()
+
+    def nucleus(lp):  # sort by q descending, ties lower id; shortest head reaching top_p
+        order = np.lexsort((np.arange(lp.size), -lp))
+        c = np.cumsum(np.exp(lp[order]))
+        return order, int(np.searchsorted(c, top_p, side="left")) + 1
+
+    seq = list(prompt_ids)
+    out = []
+    for _ in range(max_tokens):
+        q = dist([seq])[0]
+        order, n_q = nucleus(q)
+        cands = [int(t) for t in order[:min(n_q, k)]]
+        look = [c for c in cands if c not in eos]
+        ns = {c: 1 for c in cands}
+        if look:
+            for c, lp in zip(look, dist([seq + [c] for c in look])):
+                ns[c] = nucleus(lp)[1]
+        best = max(cands, key=lambda c: (w * q[c] - math.log(ns[c]), q[c], -c))
+        out.append(best)
+        seq.append(best)
+        if best in eos:
+            break
+    return out
+
+
+def test_wsp_matches_transformers_reference(engine_f32, smollm2_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from harness.stepwise import run_stepwise
+    from strategies.wsp import WSP, WSPParams
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path, torch_dtype=torch.float32).eval()
+    prompts = [engine_f32.encode(t) for t in PROMPTS]
+    unit = SimpleNamespace(stop=(), strategy=SimpleNamespace(max_tokens=MAX_TOKENS))
+    rows = [{"seed": i, "prompt_id": str(i)} for i in range(len(prompts))]
+    run_stepwise(engine_f32, unit, WSP(WSPParams()), list(zip(rows, prompts)))
+    checked = 0
+    for row, ids in zip(rows, prompts):
+        assert row.get("error") is None, row.get("error")
+        got = [s["token_id"] for s in row["steps"]]
+        want = reference_wsp(model, ids, max_tokens=MAX_TOKENS, top_p=0.9, k=8, w=1.0,
+                             eos=engine_f32.eos_token_ids)
+        assert got == want, (PROMPTS[rows.index(row)], got, want)
+        checked += len(got)
+        assert row["completion"] == engine_f32.decode(got)
+    assert checked >= 5 * 8  # at least 5 prompts; most run the full 16 tokens
+
+
+def test_wsp_engine_cost_accounting(engine_f32):
+    from strategies.wsp import WSP, WSPParams
+    prompts = [engine_f32.encode(t) for t in PROMPTS[:3]]
+    dec = WSP(WSPParams(max_candidates=4)).decode(engine_f32, prompts, max_tokens=8, seeds=[0, 1, 2],
+                                                  stop_token_ids=frozenset())
+    for d, p in zip(dec, prompts):
+        cands = sum(s["candidates"] for s in d.steps)
+        assert d.engine_requests == 1 + cands  # one per candidate per step, plus the first q
+        # Nothing recomputed beyond the uncached tail the 32-token block size leaves: each
+        # lookahead request computes at most block_size tokens (its prompt is cached up to
+        # the last full block); the first request computes the whole prompt.
+        assert d.computed_tokens <= len(p) + cands * 32
+        assert d.cached_tokens > 0
+
+
+def test_next_token_matches_vllm_top_logprobs(engine_f32):
+    from vllm import SamplingParams
+    ids = engine_f32.encode(PROMPTS[0])
+    r = engine_f32.next_token([ids], top_k=5, nucleus_p=0.9, full=True)[0]
+    out = engine_f32.llm.generate([{"prompt_token_ids": ids}],
+                                  SamplingParams(max_tokens=1, temperature=0.0, logprobs=5, detokenize=False),
+                                  use_tqdm=False)[0]
+    ref = out.outputs[0].logprobs[0]
+    assert r.token_ids[0] == out.outputs[0].token_ids[0]
+    for t, lp in zip(r.token_ids, r.logprobs):
+        assert ref[t].logprob == pytest.approx(lp, abs=1e-5)
+    assert np.exp(r.full_logprobs.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-3)
+    assert 1 <= r.nucleus_size <= engine_f32.vocab_size
+
+
+# ---- samplers == direct computations on the same distributions -----------------------------------
+
+
+class Recorder:
+    """Wraps the engine; remembers each full distribution the strategy was given."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.vocab_size = engine.vocab_size
+        self.eos_token_ids = engine.eos_token_ids
+        self.seen: dict[tuple[int, ...], np.ndarray] = {}
+
+    def next_token(self, sequences, **kw):
+        res = self.engine.next_token(sequences, **kw)
+        for s, r in zip(sequences, res):
+            self.seen[tuple(s)] = r.full_logprobs
+        return res
+
+    def decode(self, ids):
+        return self.engine.decode(ids)
+
+
+def _hf_mask(warper, lp):
+    import torch
+    out = warper(torch.zeros((1, 1), dtype=torch.long), torch.tensor(lp, dtype=torch.float32)[None])
+    return torch.isfinite(out[0]).numpy()
+
+
+def _replay(name, lp, rng, mu, p):
+    """Direct computation of one step: the rule's kept set from transformers' warpers (or
+    llama.cpp's Mirostat v2 written out), then the same inverse-CDF draw."""
+    import transformers as tr
+
+    from strategies.stepwise import draw
+    pr = np.exp(lp.astype(np.float64))
+    if name == "typical":
+        mask = _hf_mask(tr.TypicalLogitsWarper(mass=p["typical_p"]), lp)
+    elif name == "epsilon":
+        mask = _hf_mask(tr.EpsilonLogitsWarper(epsilon=p["epsilon"]), lp)
+    elif name == "eta":
+        mask = _hf_mask(tr.EtaLogitsWarper(epsilon=p["epsilon"]), lp)
+    else:  # mirostat v2: surprise -log2 p <= mu, at least the top token
+        mask = -np.log2(pr) <= mu
+        mask[np.argmax(pr)] = True
+    idx = np.flatnonzero(mask)
+    idx = idx[np.lexsort((idx, -pr[idx]))]
+    tok = draw(idx, pr[idx], rng)
+    if name == "mirostat":
+        mu -= p["eta"] * (-math.log2(pr[tok] / pr[idx].sum()) - p["tau"])
+    return tok, mu
+
+
+@pytest.mark.parametrize("name,params", [("typical", {"typical_p": 0.9}), ("epsilon", {"epsilon": 3e-4}),
+                                         ("eta", {"epsilon": 3e-4}), ("mirostat", {"tau": 3.0, "eta": 0.1})])
+def test_sampler_matches_direct_computation(engine_f32, name, params):
+    from harness.stepwise import run_stepwise
+    from strategies import get_strategy
+
+    rec = Recorder(engine_f32)
+    prompts = [engine_f32.encode(t) for t in PROMPTS[:3]]
+    rows = [{"seed": 100 + i, "prompt_id": str(i)} for i in range(3)]
+    unit = SimpleNamespace(stop=(), strategy=SimpleNamespace(max_tokens=12))
+    run_stepwise(rec, unit, get_strategy(name).from_dict(params), list(zip(rows, prompts)))
+    for row, ids in zip(rows, prompts):
+        assert row.get("error") is None
+        rng = np.random.default_rng(row["seed"])
+        mu = 2 * params.get("tau", 0.0)
+        seq = list(ids)
+        for step in row["steps"]:
+            tok, mu = _replay(name, rec.seen[tuple(seq)], rng, mu, params)
+            assert step["token_id"] == tok
+            seq.append(tok)
+
+
+# ---- beam search, the config and the report --------------------------------------------------------
+
+
+def test_beam_search_through_vllm(engine_f32):
+    from harness.stepwise import run_stepwise
+    from strategies.beam import BeamParams, BeamSearch
+    prompts = [engine_f32.encode(t) for t in PROMPTS[:2]]
+    rows = [{"seed": 0, "prompt_id": "a"}, {"seed": 0, "prompt_id": "b"}]
+    unit = SimpleNamespace(stop=(), strategy=SimpleNamespace(max_tokens=8))
+    run_stepwise(engine_f32, unit, BeamSearch(BeamParams(width=2)), list(zip(rows, prompts)))
+    for r in rows:
+        assert r["completion_tokens"] >= 1 and r["finish_reason"] in ("eos", "length") and r["completion"]
+    # width 1 is greedy
+    rows1 = [{"seed": 0, "prompt_id": "a"}]
+    run_stepwise(engine_f32, unit, BeamSearch(BeamParams(width=1)), [(rows1[0], prompts[0])])
+    greedy = engine_f32.generate([prompts[0]], [engine_f32.sampling_params(max_tokens=8, temperature=0.0)])[0]
+    assert rows1[0]["completion"].strip() == greedy.text.strip()
+
+
+def test_config_runs_every_strategy_and_writes_report(engine_f32, tmp_path):
+    """Every strategy of configs/strategies.yaml, one small unit each, through the worker
+    and the Parquet writer (no Ray: execute_unit is what the actor calls)."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from harness.config import load_config
+    from dataclasses import replace
+
+    from harness.plan import make_plan
+    from harness.prompts import load_prompt_set
+    from harness.report import sample_schema, write_unit
+    from harness.worker import execute_unit
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "strategies.yaml")
+    names = {s.name for s in cfg.strategies}
+    assert {"greedy", "top_p", "beam", "typical", "eta", "epsilon", "mirostat", "dynamic_top_p", "wsp"} <= names
+    units = make_plan(cfg, [load_prompt_set(p) for p in cfg.prompt_sets])
+    seen = set()
+    for unit in units:
+        if unit.strategy.label in seen:
+            continue
+        seen.add(unit.strategy.label)
+        small = replace(unit, prompts=unit.prompts[:2], strategy=replace(unit.strategy, max_tokens=6))
+        res = execute_unit(engine_f32, small)
+        for r in res.rows:
+            assert r["error"] is None, r["error"]
+            assert r["completion_tokens"] >= 1
+        path = write_unit(tmp_path, small.relpath, res.rows, sample_schema([]), {"unit_id": small.id})
+        t = pq.read_table(path)
+        if unit.strategy.name == "wsp":
+            assert t.column("steps").to_pylist()[0][0]["candidates"] >= 1
+            assert t.column("mean_log_possibilities").null_count == 0
+            assert t.column("engine_requests").to_pylist()[0] >= 7

@@ -1,0 +1,257 @@
+"""WSP on a toy engine whose distributions the test chooses (no vLLM)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from harness.errors import ParamError
+from strategies.base import StepResult
+from strategies.stepwise import nucleus_size, step_result, top_tokens
+from strategies.wsp import WSP, WSPParams, choose, scores
+
+V = 400
+EOS = 399
+
+
+def dist_with_nucleus(n: int, p: float = 0.9, v: int = V, head: dict[int, float] | None = None) -> np.ndarray:
+    """A logprob vector over v tokens whose top-p nucleus has exactly n tokens (n equal head
+    tokens: n of them reach p, n - 1 do not; the rest spread thinly)."""
+    a = p / (n - 0.05) if n > 0 else 0.0
+    probs = np.full(v, (1.0 - n * a) / (v - n))
+    probs[:n] = a
+    if head:
+        probs[:] = 0.0
+        rest = 1.0 - sum(head.values())
+        others = [t for t in range(v) if t not in head]
+        for t, q in head.items():
+            probs[t] = q
+        probs[others] = rest / len(others)
+    return np.log(probs)
+
+
+class ToyEngine:
+    """StepEngine over a function: sequence -> full logprob vector. Counts requests."""
+
+    def __init__(self, fn, vocab: int = V, eos: int = EOS):
+        self.fn = fn
+        self.vocab_size = vocab
+        self.eos_token_ids = frozenset({eos})
+        self.calls: list[int] = []  # batch size per call
+        self.requests: list[tuple[int, ...]] = []
+
+    def next_token(self, sequences, *, top_k, nucleus_p=None, full=False):
+        self.calls.append(len(sequences))
+        self.requests += [tuple(s) for s in sequences]
+        return [step_result(self.fn(tuple(s)), top_k=top_k, nucleus_p=nucleus_p, full=full,
+                            cached_tokens=max(0, len(s) - 1), computed_tokens=1) for s in sequences]
+
+    def decode(self, ids):
+        return " ".join(map(str, ids))
+
+
+def seed_example_engine(n_by_token: dict[int, int], head: dict[int, float], p: float = 0.9):
+    """After the prompt, q = head; after prompt + [t], the top-p nucleus has n_by_token[t] tokens."""
+    def fn(seq):
+        if len(seq) == 1:
+            return dist_with_nucleus(0, head=head)
+        return dist_with_nucleus(n_by_token.get(seq[-1], 3), p)
+    return ToyEngine(fn)
+
+
+# ---- nucleus rule ------------------------------------------------------------------------------
+
+
+def test_nucleus_size_exact_and_uncapped():
+    for n in (1, 2, 50, 300):
+        assert nucleus_size(dist_with_nucleus(n), 0.9) == n
+    big = np.log(np.full(50000, 1 / 50000))
+    assert nucleus_size(big, 0.9) == 45000  # far above any top-k cap
+    # "reaches p": cumulative mass exactly p stops there
+    lp = np.log(np.array([0.5, 0.4, 0.1]))
+    assert nucleus_size(lp, 0.9) in (2, 3)  # float round-off at the boundary is allowed either way
+    assert nucleus_size(np.log(np.array([0.5, 0.3, 0.2])), 0.8) == 2
+
+
+def test_top_tokens_tie_rule_lower_id_first():
+    lp = np.log(np.array([0.1, 0.3, 0.1, 0.3, 0.2]))
+    ids, _ = top_tokens(lp, 3)
+    assert ids.tolist() == [1, 3, 4]
+    ids, _ = top_tokens(lp, 4)
+    assert ids.tolist() == [1, 3, 4, 0]  # the tie at the 4th place goes to the lower id
+
+
+# ---- the seed's example and limits --------------------------------------------------------------
+
+
+def run(engine, params, prompts=((7,),), max_tokens=1, seeds=None, stop=True):
+    wsp = WSP(WSPParams(**params))
+    return wsp.decode(engine, [list(p) for p in prompts], max_tokens=max_tokens,
+                      seeds=seeds or [0] * len(prompts), stop_token_ids=engine.eos_token_ids if stop else frozenset())
+
+
+def test_seed_example_equal_strength_picks_smallest_n():
+    # Three candidates A=10, B=11, C=12 with equal strength, N = 100, 120, 50 -> C.
+    head = {10: 0.31, 11: 0.31, 12: 0.31}
+    eng = seed_example_engine({10: 100, 11: 120, 12: 50}, head)
+    out = run(eng, {"top_p": 0.9, "max_candidates": 8})[0]
+    assert out.token_ids == [12]
+    st = out.steps[0]
+    assert (st["candidates"], st["n_chosen"], st["n_min"], st["n_max"]) == (3, 50, 50, 120)
+    assert st["rank"] == 3 and st["score"] == pytest.approx(math.log(0.31) - math.log(50))
+    assert out.metrics["left_greedy_share"] == 1.0
+    assert out.metrics["mean_log_possibilities"] == pytest.approx(math.log(50))
+
+
+def test_w0_picks_smallest_n_and_large_w_and_k1_are_greedy():
+    head = {10: 0.5, 11: 0.3, 12: 0.16}
+    ns = {10: 200, 11: 90, 12: 20}
+    assert run(seed_example_engine(ns, head, 0.95), {"weight": 0.0, "top_p": 0.95})[0].token_ids == [12]
+    assert run(seed_example_engine(ns, head, 0.95), {"weight": 1.0, "top_p": 0.95})[0].token_ids == [12]  # .16/20
+    assert run(seed_example_engine(ns, head, 0.95), {"weight": 1e6, "top_p": 0.95})[0].token_ids == [10]
+    assert run(seed_example_engine(ns, head, 0.95), {"max_candidates": 1, "weight": 0.0,
+                                                     "top_p": 0.95})[0].token_ids == [10]
+
+
+def random_engine(seed: int, v: int = 300):
+    """Each sequence gets its own random, peaky distribution (a hash of the sequence)."""
+    def fn(seq):
+        rng = np.random.default_rng(abs(hash((seed,) + seq)) % (2**32))
+        logits = rng.normal(size=v) * rng.uniform(1.0, 4.0)
+        return logits - np.log(np.exp(logits).sum())
+    return ToyEngine(fn, vocab=v, eos=v - 1)
+
+
+@pytest.mark.parametrize("params", [{"weight": 1e9}, {"max_candidates": 1}])
+def test_greedy_limits_over_many_steps(params):
+    eng = random_engine(1)
+    out = run(eng, params, prompts=((1, 2), (3,), (4, 5, 6)), max_tokens=12, stop=False)
+    for prompt, dec in zip(((1, 2), (3,), (4, 5, 6)), out):
+        seq = list(prompt)
+        for t in dec.token_ids:
+            assert t == int(np.argmax(eng.fn(tuple(seq))))
+            seq.append(t)
+        assert dec.metrics["left_greedy_share"] == 0.0
+
+
+def test_tie_rules():
+    # equal score: higher q wins
+    assert choose([5, 6], [math.log(0.2), math.log(0.4)], [-1.0, -1.0], "argmax") == 1
+    # equal score and q: lower token id wins
+    assert choose([9, 4], [math.log(0.3)] * 2, [-2.0, -2.0], "argmax") == 1
+    # end to end: candidates 10 (q .4, N 4) and 11 (q .2, N 2) tie at w=1 (0.1 each) -> higher q, 10
+    eng = seed_example_engine({10: 4, 11: 2}, {10: 0.4, 11: 0.2, 12: 0.1}, 0.55)
+    assert run(eng, {"top_p": 0.55})[0].token_ids == [10]
+    # equal q and N: lower id
+    eng = seed_example_engine({20: 7, 21: 7}, {21: 0.45, 20: 0.45})
+    assert run(eng, {"top_p": 0.9})[0].token_ids == [20]
+
+
+def test_sample_mode_reproducible_and_seed_dependent():
+    def go(seed):
+        return run(random_engine(3), {"mode": "sample", "temperature": 2.0, "weight": 0.5},
+                   prompts=((1,), (2,)), max_tokens=16, seeds=[seed, seed + 1], stop=False)
+    a, b, c = go(0), go(0), go(12345)
+    assert [d.token_ids for d in a] == [d.token_ids for d in b]
+    assert [d.token_ids for d in a] != [d.token_ids for d in c]
+
+
+def test_sample_mode_distribution():
+    rng = np.random.default_rng(0)
+    sc = [math.log(0.5), math.log(0.25), math.log(0.25)]
+    picks = [choose([1, 2, 3], [0, 0, 0], sc, "sample", 1.0, rng) for _ in range(4000)]
+    share = np.bincount(picks, minlength=3) / len(picks)
+    assert share == pytest.approx([0.5, 0.25, 0.25], abs=0.03)
+
+
+def test_one_request_per_candidate_and_no_extra_base_request():
+    eng = random_engine(5)
+    out = run(eng, {"max_candidates": 4}, prompts=((1,), (2,), (3,)), max_tokens=6, stop=False)
+    cands = sum(s["candidates"] for d in out for s in d.steps)
+    assert len(eng.requests) == cands + 3  # step-0 q per prompt + one lookahead per candidate
+    assert sum(d.engine_requests for d in out) == len(eng.requests)
+    assert len(eng.calls) == 1 + 6  # one batched call per token step (all live sequences together)
+    # the chosen lookahead becomes the next q: no sequence is requested twice
+    assert len(set(eng.requests)) == len(eng.requests)
+
+
+def test_single_candidate_step_costs_one_request():
+    eng = ToyEngine(lambda seq: dist_with_nucleus(1))  # nucleus of 1 -> one candidate every step
+    out = run(eng, {}, prompts=((1,),), max_tokens=5, stop=False)[0]
+    assert [s["candidates"] for s in out.steps] == [1] * 5
+    assert out.engine_requests == 1 + 5 and eng.calls == [1] * 6
+
+
+def test_eos_candidate_has_n1_and_no_request():
+    head = {EOS: 0.4, 10: 0.5}
+    eng = seed_example_engine({10: 3}, head)
+    out = run(eng, {"top_p": 0.85})[0]
+    assert out.token_ids == [EOS] and out.finish_reason == "eos"  # .4/1 > .5/3
+    assert (EOS,) not in [r[-1:] for r in eng.requests[1:]] and len(eng.requests) == 2
+    assert out.steps[0]["n_chosen"] == 1
+
+
+def test_stops_length_and_stop_check():
+    eng = ToyEngine(lambda seq: dist_with_nucleus(1))  # always token 0
+    out = WSP().decode(eng, [[5]], max_tokens=10, seeds=[0], stop_token_ids=frozenset({EOS}),
+                       stop_check=lambda gen: len(gen) == 3)[0]
+    assert out.finish_reason == "stop" and out.token_ids == [0, 0, 0]
+    out = WSP().decode(eng, [[5]], max_tokens=4, seeds=[0], stop_token_ids=frozenset({EOS}))[0]
+    assert out.finish_reason == "length" and len(out.token_ids) == 4
+
+
+def test_params_validation():
+    with pytest.raises(ParamError, match="top_p must be in \\(0, 1\\], got 1.5"):
+        WSPParams(top_p=1.5)
+    with pytest.raises(ParamError, match="mode"):
+        WSPParams(mode="beam")
+    with pytest.raises(ParamError, match="weight"):
+        WSPParams(weight=-1.0)
+    assert WSP(WSPParams()).deterministic and not WSP(WSPParams(mode="sample")).deterministic
+
+
+def test_scores_formula():
+    assert scores([math.log(0.5)], [10], 2.0) == [pytest.approx(2 * math.log(0.5) - math.log(10))]
+    assert scores([-math.inf], [3], 0.0) == [pytest.approx(-math.log(3))]
+
+
+def test_driver_fills_report_columns():
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from harness.report import BASE_FIELDS
+    from harness.stepwise import run_stepwise
+
+    eng = random_engine(7)
+    unit = SimpleNamespace(stop=(), strategy=SimpleNamespace(max_tokens=5))
+    rows = [{"seed": 1, "prompt_id": "a"}, {"seed": 2, "prompt_id": "b"}]
+    run_stepwise(eng, unit, WSP(), [(rows[0], [1, 2]), (rows[1], [3])])
+    for r in rows:
+        assert r["completion_tokens"] == len(r["steps"]) <= 5
+        assert r["finish_reason"] in ("eos", "stop", "length")
+        assert r["engine_requests"] >= 1 + len(r["steps"])
+        assert r["mean_candidates"] >= 1 and 0 <= r["left_greedy_share"] <= 1
+        assert r["mean_log_possibilities"] >= 0 and r["latency_s"] >= 0
+    schema = pa.schema([f for f in BASE_FIELDS if f.name in rows[0]])
+    pa.Table.from_pylist(rows, schema=schema)  # the fixed report schema accepts the rows
+
+
+def test_driver_stop_strings_cut_completion():
+    from types import SimpleNamespace
+
+    from harness.stepwise import run_stepwise
+
+    eng = ToyEngine(lambda seq: dist_with_nucleus(1))  # always 0; decode joins with spaces
+    unit = SimpleNamespace(stop=("0 0",), strategy=SimpleNamespace(max_tokens=10))
+    row = {"seed": 0, "prompt_id": "x"}
+    run_stepwise(eng, unit, WSP(), [(row, [4])])
+    assert row["finish_reason"] == "stop" and row["completion_tokens"] == 2 and row["completion"] == ""
+
+
+def test_step_result_carries_full_on_request():
+    r = step_result(dist_with_nucleus(3), top_k=2, nucleus_p=0.9, full=True)
+    assert isinstance(r, StepResult) and r.nucleus_size == 3 and r.full_logprobs.shape == (V,)
+    assert r.token_ids == [0, 1]
