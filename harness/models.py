@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from harness.errors import DecevalError
+
 __all__ = [
     "BUILTIN_MODELS",
     "GGUFLocator",
@@ -62,7 +64,7 @@ MARKER_FORMAT = 1
 Log = Callable[[str], Any]
 
 
-class ModelError(ValueError):
+class ModelError(DecevalError, ValueError):
     """A model reference that cannot be used, with a message saying how to fix it."""
 
 
@@ -475,6 +477,7 @@ def _prepare(name: str, cache_dir: Path | str | None, force: bool, log: Log) -> 
     models = target.parent
     models.mkdir(parents=True, exist_ok=True)
     lock = models / f".{name}.lock"
+
     def waiting() -> None:
         log(f"deceval: {name}: waiting for another process that is preparing it ({lock})")
 
@@ -644,8 +647,13 @@ def model_architecture(path: Path | str) -> dict:
 # --------------------------------------------------------------------------- CLI
 
 
-def main_prepare(names: list[str]) -> int:
-    """Prepare each named built-in; print one line per model. Returns an exit code."""
+def main_prepare(names: list[str], *, force: bool = False) -> int:
+    """Prepare each named built-in; print one line per model. Returns an exit code.
+
+    Each line: name, folder, size on disk, seconds taken, and "(cached)" when the
+    folder was already prepared. Progress goes to stderr. Exit code 0 when all
+    succeeded, 1 when any failed (the others are still prepared), 2 for no names.
+    """
     if not names:
         print(f"deceval: name one or more models to prepare: {', '.join(builtin_names())}", file=sys.stderr)
         return 2
@@ -657,7 +665,7 @@ def main_prepare(names: list[str]) -> int:
     for name in names:
         t0 = time.monotonic()
         try:
-            path, cached = _prepare(name, None, False, log)
+            path, cached = _prepare(name, None, force, log)
         except Exception as exc:  # report and go on with the next model
             print(f"{name}\tFAILED\t{exc}", flush=True)
             rc = 1

@@ -36,7 +36,7 @@ def check_range(name: str, value: Any, low: float | None = None, high: float | N
     if not (lo_ok and hi_ok):
         lo = "(-inf" if low is None else ("(" if low_open else "[") + _fmt(low)
         hi = "inf)" if high is None else _fmt(high) + (")" if high_open else "]")
-        raise ParamError(f"{name} must be in {lo}, {hi}, got {value!r}")
+        raise ParamError(f"{name} must be in {lo}, {hi}, got {_fmt(value)}")
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
@@ -45,7 +45,7 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
 
 
 def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
+    return str(int(x)) if math.isfinite(x) and float(x).is_integer() else repr(x)
 
 
 @dataclass(frozen=True)

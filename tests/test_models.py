@@ -288,3 +288,22 @@ def test_prepare_smollm2_for_real():
     assert arch["num_hidden_layers"] == 30
     assert arch["vocab_size"] == 49152
     assert resolve_model("smollm2-135m") == path
+
+
+def test_main_prepare_force_reconverts(tmp_path, monkeypatch, capsys, fake_spec):
+    monkeypatch.setenv("DECEVAL_CACHE", str(tmp_path))
+    _fake_prepared(tmp_path, "fake-model")
+    calls = []
+
+    def fake_convert(spec, gguf, out, log):
+        calls.append(1)
+        (out / "config.json").write_text("{}")
+        (out / "model.safetensors").write_bytes(b"w")
+
+    monkeypatch.setattr(models, "_convert", fake_convert)
+    monkeypatch.setattr(models, "_verify", lambda folder, spec: {"output": "ok"})
+    assert main_prepare(["fake-model"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("(cached)")
+    assert main_prepare(["fake-model"], force=True) == 0
+    assert "(cached)" not in capsys.readouterr().out
+    assert calls == [1]
