@@ -231,6 +231,16 @@ def _means(lb: Leaderboard, model: str, metric: str) -> dict[str, float]:
     return dict(zip(t["strategy"], t["mean"]))
 
 
+def quality_metric(lb: Leaderboard, model: str) -> str | None:
+    """The quality metric of the quality/diversity plot: the one of QUALITY_METRICS that
+    covers the most prompts (ties: the earlier in QUALITY_METRICS)."""
+    t = lb.table[(lb.table["model"] == model) & lb.table["metric"].isin(QUALITY_METRICS)]
+    if t.empty:
+        return None
+    cover = t.groupby("metric")["n_prompts"].max()
+    return max(cover.index, key=lambda m: (cover[m], -QUALITY_METRICS.index(m)))
+
+
 def plots(lb: Leaderboard, model: str) -> list[tuple[str, str]]:
     """(title, base64 PNG) for one model: quality vs diversity with the Pareto front, cost per
     strategy, WSP possibilities consumed (only when the report has that column)."""
@@ -239,7 +249,7 @@ def plots(lb: Leaderboard, model: str) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
     out: list[tuple[str, str]] = []
-    quality = next((m for m in QUALITY_METRICS if _means(lb, model, m)), None)
+    quality = quality_metric(lb, model)
     div = _means(lb, model, "diversity")
     if quality and div:
         q = _means(lb, model, quality)
