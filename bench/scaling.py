@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from harness.engine import cpu_count
-    ray.init(num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False,
+    ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"}})
     out: dict = {"quick": args.quick, "cpus": cpu_count()}
     ok = True

@@ -377,8 +377,9 @@ def embedder() -> Any:
     return _EMBEDDER
 
 
-@register_metric("coherence", higher_is_better=True, needs=["embedder"], batch=True,
-                 description="cosine similarity of the all-MiniLM-L6-v2 embeddings of prompt and completion")
+@register_metric("coherence", higher_is_better=True, needs=["embedder"], batch=True, default=False,
+                 description="cosine similarity of the all-MiniLM-L6-v2 embeddings of prompt and completion "
+                             "(opt-in: loading and running the embedder costs more than all other metrics together)")
 def coherence(rows: list[dict[str, Any]]) -> list[float | None]:
     idx = [i for i, r in enumerate(rows) if isinstance(r.get("completion"), str) and r["completion"] and isinstance(r.get("prompt"), str) and not is_error(r)]
     out: list[float | None] = [None] * len(rows)

@@ -50,7 +50,9 @@ def start_ray(address: str | None, verbose: bool) -> None:
         ray.init(address=address, log_to_driver=verbose, runtime_env={"env_vars": env})
     else:
         from harness.engine import cpu_count
-        ray.init(num_cpus=cpu_count(), include_dashboard=False, log_to_driver=verbose,
+        # address="local": always a fresh embedded instance, never a `ray start` cluster (or a
+        # stale /tmp/ray/ray_current_cluster) that happens to be on this machine.
+        ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False, log_to_driver=verbose,
                  runtime_env={"env_vars": env}, configure_logging=verbose,
                  logging_level=logging.INFO if verbose else logging.WARNING)
 
@@ -97,6 +99,7 @@ def run(cfg: RunConfig, *, address: str | None = None, run_id: str | None = None
     run_dir = Path(cfg.output_dir) / run_id
     prompt_sets = [load_prompt_set(p) for p in cfg.prompt_sets]
     units = make_plan(cfg, prompt_sets)
+    _check_resumable(run_dir, units)
     metric_names = _metric_names(cfg)
     schema = sample_schema(metric_names)
 
@@ -138,6 +141,22 @@ def run(cfg: RunConfig, *, address: str | None = None, run_id: str | None = None
                     seconds=round(outcome.seconds, 2), failed_units=outcome.units_failed)
     write_run_json(run_dir, run_meta)
     return outcome
+
+
+def _check_resumable(run_dir: Path, units: list[WorkUnit]) -> None:
+    """Resuming (a rerun, or --resume RUN_ID) must not mix two plans in one folder: unit files
+    that this plan does not know would stay beside its own, and rows would be duplicated."""
+    samples = run_dir / "samples"
+    if not samples.exists():
+        return
+    known = {u.relpath for u in units}
+    foreign = sorted(str(p.relative_to(samples)) for p in samples.rglob("*.parquet")
+                     if not p.name.startswith(".") and str(p.relative_to(samples)) not in known)
+    if foreign:
+        from harness.errors import ConfigError
+        raise ConfigError(f"{run_dir} holds {len(foreign)} unit file(s) of another plan (e.g. {foreign[0]}): it is a run "
+                          f"of a different config. Resume it with its own config, or drop --resume / choose another "
+                          f"output.run_id")
 
 
 def _architecture(path: Any) -> dict[str, Any] | None:

@@ -142,6 +142,9 @@ class Scheduler:
             if not any(isinstance(f, _Flight) for f in flights.values()) and not any(queues.values()):
                 break
             timeout = max(0.0, min(p[0] for p in due_probes) - time.monotonic()) if due_probes else None
+            if not flights:  # every actor with work waiting is restarting: wait for its next probe
+                time.sleep(timeout or 0.0)
+                continue
             ready, _ = ray.wait(list(flights), num_returns=1, timeout=timeout)
             if not ready:
                 continue
@@ -164,19 +167,21 @@ class Scheduler:
                 result = ray.get(ref)
             except (RayActorError, RayTaskError) as exc:
                 actor_died = isinstance(exc, RayActorError)
+                killed = False
                 if not actor_died and any(name in str(exc) for name in self.restart_on):
                     # The engine inside the actor is dead; the actor itself is not.
                     # Kill it so that Ray restarts it with a fresh engine.
                     log.warning("engine of %s actor %d is dead; restarting the actor", model, slot)
                     stats["restarts"] += 1
                     ray.kill(self.pools[model][slot], no_restart=False)
-                    actor_died = True
+                    actor_died = killed = True
                 if actor_died:
                     strikes[model][slot] += 1
                     if strikes[model][slot] >= self.retire_after:
                         retire(model, slot, f"{strikes[model][slot]} failures in a row")
                     elif slot in ready_slots[model]:
-                        recover(model, slot)
+                        # after our own kill, give it time to go down before the first probe
+                        recover(model, slot, self.probe_interval if killed else 0.0)
                 if flight.attempt <= self.max_retries:
                     stats["retries"] += 1
                     log.warning("unit %s (%s) failed on attempt %d, retrying: %s", flight.unit.id, model,

@@ -29,7 +29,7 @@ def engine(smollm2_path):
     eng = Engine(smollm2_path, {"dtype": "bfloat16", "max_model_len": 1024, "kv_cache_gib": 2, "seed": 0},
                  cpu_cores=core_share(0, 1))
     yield eng
-    del eng
+    eng.close()
 
 
 @pytest.fixture(scope="session")

@@ -217,6 +217,11 @@ def local_head(tmp_path):
         for p in alive:
             p.kill()
         log.close()
+        # `ray stop` would clear this pointer; a --block head ended by signal may leave it, and a
+        # stale one makes a later embedded ray.init() try to join a cluster that is gone.
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.exists() and current.read_text().strip().endswith(f":{gcs}"):
+            current.unlink(missing_ok=True)
 
 
 @pytest.mark.engine
