@@ -82,6 +82,7 @@ class RawConfig(_Strict):
     chat: bool = False
     shard_size: int | None = Field(None, ge=1, description="prompts per work unit; default: the whole prompt list")
     metrics: list[str] | None = None
+    regression: dict[str, Any] | None = Field(None, description="gate settings read by 'deceval compare'")
     output: OutputOptions = Field(default_factory=OutputOptions)
 
 
@@ -147,7 +148,7 @@ class RunConfig:
     @property
     def config_hash(self) -> str:
         """Hash of everything that changes outputs (not the output dir or run id)."""
-        body = {k: v for k, v in self.raw.items() if k not in ("output", "description")}
+        body = {k: v for k, v in self.raw.items() if k not in ("output", "description", "regression")}
         return stable_hash(body)[:12]
 
     @property
@@ -368,6 +369,13 @@ def resolve_config(raw: dict[str, Any], source: str = "<config>") -> RunConfig:
     seeds = cfg.generation.seed if isinstance(cfg.generation.seed, list) else [cfg.generation.seed]
     if not seeds or any(s < 0 for s in seeds):
         raise ConfigError(f"{source}: generation.seed: expected a non-negative integer or a non-empty list of them, got {cfg.generation.seed!r}")
+
+    if cfg.regression is not None:
+        from harness.regression import parse_gate_config
+        try:
+            parse_gate_config(cfg.regression, source=f"{source}: regression")
+        except (DecevalError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
 
     if cfg.metrics is not None:
         from harness.metrics import METRICS

@@ -27,6 +27,7 @@ class GenOutput:
     cached_tokens: int
     latency_s: float | None
     error: str | None = None
+    token_logprobs: list[float] | None = None  # with SamplingParams(logprobs=0): raw logprob per token
 
 
 def cpu_count() -> int:
@@ -202,8 +203,13 @@ class Engine:
             finish = str(c.finish_reason)
             if finish == "stop":  # vLLM says "stop" for EOS too; stop_reason tells them apart
                 finish = "eos" if c.stop_reason is None else "stop"
+            token_lps = None
+            if c.logprobs is not None:
+                token_lps = [float(d[t].logprob) if d is not None and t in d else None
+                             for t, d in zip(c.token_ids, c.logprobs)]
             results.append(GenOutput(text=c.text, token_ids=list(c.token_ids), finish_reason=finish,
-                                     cached_tokens=int(out.num_cached_tokens or 0), latency_s=latency))
+                                     cached_tokens=int(out.num_cached_tokens or 0), latency_s=latency,
+                                     token_logprobs=token_lps))
         return results
 
     # ---- stepwise interface (strategies.base.StepEngine) ----------------------------------

