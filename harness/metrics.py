@@ -349,9 +349,10 @@ def self_bleu(rows: list[dict[str, Any]]) -> list[float | None]:
     return out
 
 
-@register_metric("perplexity", higher_is_better=False, needs=["scorer"], stage="engine", default=False,
-                 description="exp(-mean log p) of the completion's tokens under the scorer model (the "
-                             "generating model), from vLLM prompt logprobs on the engine (opt-in: a prefill per sample)")
+@register_metric("perplexity", higher_is_better=False, needs=["scorer"], stage="engine", default=True,
+                 description="exp(-mean log p) of the completion's tokens under the scorer model (the generating "
+                             "model): the raw logprobs vLLM returns with each generated token (no extra request), "
+                             "else a prompt-logprob prefill on the engine")
 def perplexity(rows: list[dict[str, Any]]) -> list[float | None]:  # computed by score_on_engine
     return [r.get("perplexity") for r in rows]
 

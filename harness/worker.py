@@ -78,7 +78,7 @@ def execute_unit(engine: Any, unit: WorkUnit) -> UnitResult:
         _run_native(engine, unit, strategy, todo)
     gen_seconds = time.perf_counter() - t0
     from harness.metrics import score_on_engine
-    score_on_engine(engine, [r for r, _ in todo], [ids for _, ids in todo], unit.metrics)
+    score_on_engine(engine, [r for r, _ in todo], [ids for _, ids in todo], unit.metrics or ())
     for r in rows:
         r.pop("_token_logprobs", None)
     generated = sum(r["completion_tokens"] for r in rows)

@@ -47,7 +47,8 @@ def test_defaults_exclude_metrics_needing_many_samples():
     d = M.default_metrics()
     assert {"exact_match", "rep_2", "diversity", "eos_share", "gen_tokens_per_s", "pass_at_1"} <= set(d)
     assert "pass_at_5" not in d and "pass_at_10" not in d
-    assert "coherence" not in d and "perplexity" not in d  # opt-in: they need a model and cost the most
+    assert "coherence" not in d  # opt-in: loading the embedder costs the most
+    assert "perplexity" in d  # free with generation: the raw logprob of each sampled token
 
 
 def test_register_metric_rejects_bad_settings_naming_the_value():
