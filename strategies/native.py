@@ -57,54 +57,43 @@ class MinPParams(TemperatureParams):
         check_range("min_p", self.min_p, 0, 1)
 
 
-class _Penalised(NativeStrategy):
-    def _penalties(self) -> dict[str, Any]:
-        p = self.params
-        return {"repetition_penalty": p.repetition_penalty, "presence_penalty": p.presence_penalty,
-                "frequency_penalty": p.frequency_penalty}
+class _Native(NativeStrategy):
+    """Every field of a native strategy's Params is a ``vllm.SamplingParams`` argument of the
+    same name, so compiling is a copy."""
+
+    def sampling_kwargs(self) -> dict[str, Any]:
+        return self.params.to_dict()
 
 
-class Greedy(_Penalised):
+class Greedy(_Native):
     name = "greedy"
     description = "Always the most likely token (temperature 0)."
     Params = PenaltyParams
     deterministic = True
 
     def sampling_kwargs(self) -> dict[str, Any]:
-        return {"temperature": 0.0, **self._penalties()}
+        return {"temperature": 0.0, **super().sampling_kwargs()}
 
 
-class Temperature(_Penalised):
+class Temperature(_Native):
     name = "temperature"
     description = "Ancestral sampling from the temperature-scaled distribution."
     Params = TemperatureParams
 
-    def sampling_kwargs(self) -> dict[str, Any]:
-        return {"temperature": self.params.temperature, **self._penalties()}
 
-
-class TopK(_Penalised):
+class TopK(_Native):
     name = "top_k"
     description = "Sampling restricted to the k most likely tokens."
     Params = TopKParams
 
-    def sampling_kwargs(self) -> dict[str, Any]:
-        return {"temperature": self.params.temperature, "top_k": self.params.top_k, **self._penalties()}
 
-
-class TopP(_Penalised):
+class TopP(_Native):
     name = "top_p"
     description = "Nucleus sampling: the smallest head of the distribution with mass >= top_p."
     Params = TopPParams
 
-    def sampling_kwargs(self) -> dict[str, Any]:
-        return {"temperature": self.params.temperature, "top_p": self.params.top_p, **self._penalties()}
 
-
-class MinP(_Penalised):
+class MinP(_Native):
     name = "min_p"
     description = "Sampling among tokens with probability >= min_p x the top token's."
     Params = MinPParams
-
-    def sampling_kwargs(self) -> dict[str, Any]:
-        return {"temperature": self.params.temperature, "min_p": self.params.min_p, **self._penalties()}
