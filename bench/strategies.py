@@ -7,10 +7,11 @@ LLM.beam_search) and WSP (K = 4 and 8); for WSP also its mean candidate count, e
 requests per generated token and engine-computed (uncached) prompt tokens per generated
 token, from the cached-token counts. Targets (issue 3): WSP K=8 >= 1.5x beam-4 tokens/s.
 
-``--measure-nucleus`` first times the ways to get an exact top-p nucleus count for one
-lookahead step (P prefixes x 8 candidates): full-vocabulary flat logprobs vs. top-k
-logprobs (20 / 1024, not exact when the nucleus is larger: the share of exact counts is
-printed).
+``--measure-nucleus`` first times the ways to get a top-p nucleus count for one lookahead
+step (P prefixes x 8 candidates): the in-engine counter (the V1 logits processor in
+harness.stepwise, exact), full-vocabulary flat logprobs counted in numpy (exact), and plain
+top-k logprobs (20 / 1024; not exact when the nucleus is larger: the share of exact
+counts is printed). ``DECEVAL_NUCLEUS_PROCESSOR=0`` runs everything on the flat fallback.
 
 Timings on a shared 2-core machine are indicative only; ``--quick`` keeps it small.
 """

@@ -135,17 +135,18 @@ def _build_nucleus_processor():
             idx = torch.tensor(rows, dtype=torch.long, device=logits.device)
             ps = torch.tensor([self.reqs[r] for r in rows], dtype=torch.float64, device=logits.device)
             lp = torch.log_softmax(logits[idx].to(torch.float32), dim=-1)
-            probs = torch.exp(lp.to(torch.float64))
-            # The head first (exact: the sorted top-k values are the first k of the full sort);
-            # rows whose head does not reach p get the full sort.
-            head = min(1024, probs.shape[1])
-            c = torch.cumsum(torch.topk(probs, head, dim=-1, sorted=True).values, dim=-1)
+            # Sorted probabilities are exp(sorted logprobs): sort in float32 (cheap), exp and sum
+            # in float64. The head first (exact: the top-k values are the first k of the full
+            # sort); rows whose head does not reach p get the full sort.
+            head = min(1024, lp.shape[1])
+            c = torch.cumsum(torch.exp(torch.topk(lp, head, dim=-1, sorted=True).values.to(torch.float64)), dim=-1)
             n = torch.searchsorted(c, ps[:, None].contiguous(), right=False)[:, 0] + 1
             short = (c[:, -1] < ps).nonzero().flatten()
-            if short.numel() and head < probs.shape[1]:
-                cf = torch.cumsum(torch.sort(probs[short], dim=-1, descending=True).values, dim=-1)
+            if short.numel() and head < lp.shape[1]:
+                sv = torch.sort(lp[short], dim=-1, descending=True).values
+                cf = torch.cumsum(torch.exp(sv.to(torch.float64)), dim=-1)
                 n[short] = torch.searchsorted(cf, ps[short, None].contiguous(), right=False)[:, 0] + 1
-            support = (probs > 0).sum(dim=-1)
+            support = torch.isfinite(lp).sum(dim=-1)
             n = torch.where(ps >= 1.0, support, n).clamp(1, logits.shape[1])
             logits[idx] = float("-inf")
             logits[idx, n - 1] = 0.0

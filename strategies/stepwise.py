@@ -38,11 +38,11 @@ def nucleus_size(logprobs: np.ndarray, top_p: float) -> int:
     shortest head whose cumulative mass reaches ``top_p`` (>=). No cap below the vocabulary:
     if float round-off keeps the total under ``top_p``, the answer is the vocabulary size.
     Ties do not matter for the count (equal values, equal cumulative sums)."""
-    p = probs_of(logprobs)
     if top_p >= 1.0:
-        # Every token with nonzero mass can be needed; exp(-inf) = 0 tokens never are... but the
-        # rule "cumulative mass reaches 1" is at the mercy of round-off: count the whole support.
-        return int(np.count_nonzero(p)) or 1
+        # "Cumulative mass reaches 1" is at the mercy of round-off: count the whole support
+        # (every token with a finite logprob).
+        return int(np.isfinite(np.asarray(logprobs)).sum()) or 1
+    p = probs_of(logprobs)
     s = np.sort(p)[::-1]
     c = np.cumsum(s)
     n = int(np.searchsorted(c, top_p, side="left")) + 1

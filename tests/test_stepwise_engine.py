@@ -96,7 +96,10 @@ def test_wsp_matches_transformers_reference(engine_f32, smollm2_path):
 
 def test_wsp_engine_cost_accounting(engine_f32):
     from strategies.wsp import WSP, WSPParams
-    prompts = [engine_f32.encode(t) for t in PROMPTS[:3]]
+    # Prompts longer than one 32-token block, so the prefix cache has full blocks to reuse.
+    long = " Answer in one short sentence, please, and keep it plain and simple for a child to read."
+    prompts = [engine_f32.encode(t + long * 2) for t in PROMPTS[:3]]
+    assert all(len(p) > 40 for p in prompts)
     dec = WSP(WSPParams(max_candidates=4)).decode(engine_f32, prompts, max_tokens=8, seeds=[0, 1, 2],
                                                   stop_token_ids=frozenset())
     for d, p in zip(dec, prompts):
@@ -251,4 +254,5 @@ def test_config_runs_every_strategy_and_writes_report(engine_f32, tmp_path):
         if unit.strategy.name == "wsp":
             assert t.column("steps").to_pylist()[0][0]["candidates"] >= 1
             assert t.column("mean_log_possibilities").null_count == 0
-            assert t.column("engine_requests").to_pylist()[0] >= 7
+            for req, n in zip(t.column("engine_requests").to_pylist(), t.column("completion_tokens").to_pylist()):
+                assert req >= 1 + n  # the first q, then at least one lookahead per step
