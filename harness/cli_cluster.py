@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -18,8 +19,9 @@ def add_cluster_commands(sub: "argparse._SubParsersAction") -> None:
                     "(without .venv, reports, .git). The submission id comes from the config hash "
                     "(deceval-<run_name>-<hash>[-YYYYMMDD]), so the same run is never sent twice.")
     s.add_argument("config", help="YAML run config inside the project folder, e.g. configs/quickstart.yaml")
-    s.add_argument("--address", default="http://127.0.0.1:8265",
-                   help="the cluster's job server (dashboard) address (default: %(default)s)")
+    s.add_argument("--address", default=os.environ.get("RAY_JOB_ADDRESS") or "http://127.0.0.1:8265",
+                   help="the cluster's job server (dashboard) address, http://HOST:8265 (default: $RAY_JOB_ADDRESS "
+                        "or %(default)s)")
     s.add_argument("--wait", action="store_true", help="stream the job's logs and exit with its exit status")
     s.add_argument("--nightly", action="store_true", help="add today's date to the submission id (one run per day)")
     s.add_argument("--date", metavar="YYYY-MM-DD", help="like --nightly, for the given date")

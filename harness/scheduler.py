@@ -13,6 +13,9 @@ Two failure modes need more than Ray's own restart:
 - the vLLM engine-core process dies but the actor process lives on: every later call
   raises ``EngineDeadError`` inside the actor. The scheduler kills such an actor with
   ``ray.kill(no_restart=False)`` so that Ray restarts it with a fresh engine;
+- a unit can hang rather than fail (a vLLM engine core killed under a synchronous ``LLM``
+  was seen to leave ``generate`` waiting for ever): with ``unit_timeout_s`` a unit that
+  runs longer gets its actor killed and restarted, and counts as a failed attempt;
 - calls to an actor that Ray is restarting fail at once (``ActorUnavailableError``) and
   would burn the retries of every unit sent its way. After a failure the actor is held
   back and probed (``__ray_ready__``) until it is up again; an actor found dead for good
@@ -49,6 +52,8 @@ class _Flight:
     model: str
     slot: int
     attempt: int
+    deadline: float = float("inf")
+    timed_out: bool = False
 
 
 @dataclass
@@ -60,7 +65,8 @@ class _Probe:
 class Scheduler:
     def __init__(self, pools: dict[str, list[Any]], *, max_in_flight: int = 1, max_retries: int = 2,
                  method: str = "run_unit", retire_after: int = 4,
-                 restart_on: tuple[str, ...] = ENGINE_DEAD_ERRORS, probe_interval: float = 0.5) -> None:
+                 restart_on: tuple[str, ...] = ENGINE_DEAD_ERRORS, probe_interval: float = 0.5,
+                 unit_timeout_s: float | None = None) -> None:
         if any(not actors for actors in pools.values()):
             raise ValueError("every model needs at least one actor")
         if max_in_flight < 1:
@@ -74,12 +80,13 @@ class Scheduler:
         self.retire_after = retire_after
         self.restart_on = restart_on
         self.probe_interval = probe_interval
+        self.unit_timeout_s = unit_timeout_s
 
     def run(self, units: Iterable[UnitLike], on_done: Callable[[Any, Any], None],
             on_failed: Callable[[Any, BaseException, int], None]) -> dict[str, int]:
         """Run every unit; call ``on_done(unit, result)`` as each finishes (in completion
         order) and ``on_failed(unit, error, attempts)`` when a unit runs out of retries.
-        Returns counts: done, failed, retries, restarts (engine-dead kills), retired."""
+        Returns counts: done, failed, retries, restarts (engine-dead kills), retired, timeouts."""
         import ray
         from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
@@ -94,7 +101,7 @@ class Scheduler:
         strikes = {m: [0] * len(a) for m, a in self.pools.items()}
         flights: dict[Any, _Flight | _Probe] = {}
         due_probes: list[tuple[float, str, int]] = []
-        stats = {"done": 0, "failed": 0, "retries": 0, "restarts": 0, "retired": 0}
+        stats = {"done": 0, "failed": 0, "retries": 0, "restarts": 0, "retired": 0, "timeouts": 0}
 
         def fail(unit: Any, exc: BaseException, attempts: int) -> None:
             stats["failed"] += 1
@@ -134,14 +141,28 @@ class Scheduler:
                         break
                     unit, attempt = queue.popleft()
                     ref = getattr(self.pools[model][slot], self.method).remote(unit)
-                    flights[ref] = _Flight(unit, model, slot, attempt)
+                    deadline = time.monotonic() + self.unit_timeout_s if self.unit_timeout_s else float("inf")
+                    flights[ref] = _Flight(unit, model, slot, attempt, deadline)
                     load[model][slot] += 1
 
         while True:
             fill()
             if not any(isinstance(f, _Flight) for f in flights.values()) and not any(queues.values()):
                 break
-            timeout = max(0.0, min(p[0] for p in due_probes) - time.monotonic()) if due_probes else None
+            now = time.monotonic()
+            for f in flights.values():
+                if isinstance(f, _Flight) and not f.timed_out and f.deadline <= now:
+                    # A hung unit (e.g. an engine core that died without the engine noticing):
+                    # kill the actor; Ray restarts it and the unit's ref fails -> retry below.
+                    log.warning("unit %s (%s) ran past %.0f s on actor %d; restarting the actor", f.unit.id,
+                                f.model, self.unit_timeout_s, f.slot)
+                    f.timed_out = True
+                    stats["timeouts"] += 1
+                    ray.kill(self.pools[f.model][f.slot], no_restart=False)
+            wakeups = [p[0] for p in due_probes] + [f.deadline for f in flights.values()
+                                                    if isinstance(f, _Flight) and not f.timed_out]
+            wake = min(wakeups, default=float("inf"))
+            timeout = None if wake == float("inf") else max(0.0, wake - now)
             if not flights:  # every actor with work waiting is restarting: wait for its next probe
                 time.sleep(timeout or 0.0)
                 continue
@@ -167,7 +188,10 @@ class Scheduler:
                 result = ray.get(ref)
             except (RayActorError, RayTaskError) as exc:
                 actor_died = isinstance(exc, RayActorError)
-                killed = False
+                killed = flight.timed_out
+                if flight.timed_out:
+                    exc = TimeoutError(f"unit {flight.unit.id} ran longer than unit_timeout_s="
+                                       f"{self.unit_timeout_s:g} s; its actor was restarted ({exc})")
                 if not actor_died and any(name in str(exc) for name in self.restart_on):
                     # The engine inside the actor is dead; the actor itself is not.
                     # Kill it so that Ray restarts it with a fresh engine.

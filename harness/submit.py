@@ -223,7 +223,10 @@ def main_submit(args: Any) -> int:
     cfg = load_config(args.config)
     nightly = None
     if args.nightly or args.date:
-        nightly = _dt.date.fromisoformat(args.date) if args.date else _dt.date.today()
+        try:
+            nightly = _dt.date.fromisoformat(args.date) if args.date else _dt.date.today()
+        except ValueError as exc:
+            raise SubmitError(f"--date {args.date!r}: expected YYYY-MM-DD ({exc})") from None
     env = {}
     for item in args.env or []:
         key, sep, value = item.partition("=")

@@ -18,7 +18,8 @@ class SimUnit:
     model: str
     seconds: float = 0.05
     # "ok" | "die_once" (the actor process exits on the first attempt) | "raise" (always
-    # raises) | "engine_dead_once" (raises an EngineDeadError on the first attempt)
+    # raises) | "engine_dead_once" (raises an EngineDeadError on the first attempt) |
+    # "hang_once" (never returns on the first attempt)
     mode: str = "ok"
     marker_dir: str | None = None
     expected_rows: int = 1
@@ -62,6 +63,8 @@ class SimActor:
             time.sleep(unit.seconds)
             if unit.mode == "die_once" and self._first_attempt(unit):
                 os._exit(1)
+            if unit.mode == "hang_once" and self._first_attempt(unit):
+                time.sleep(3600)
             if unit.mode == "raise":
                 raise ValueError(f"unit {unit.id} is bad")
             if unit.mode == "engine_dead_once" and self._first_attempt(unit):
