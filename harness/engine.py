@@ -107,6 +107,11 @@ class Engine:
         elif isinstance(cfg_eos, (list, tuple)):
             eos.update(int(e) for e in cfg_eos)
         self.eos_token_ids = frozenset(eos)
+        # The first generate pays one-off kernel and allocator set-up; pay it here, so the
+        # first unit's tokens/s is not charged for it.
+        from vllm import SamplingParams
+        self.llm.generate([{"prompt_token_ids": self.encode("Hello")}], SamplingParams(max_tokens=4, temperature=0.0),
+                          use_tqdm=False)
 
     def _use_nucleus_processor(self) -> bool:
         """The in-engine nucleus counter is a V1 logits processor: on by default on the CPU
