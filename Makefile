@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= cpu,dev,metrics,reasoning,code
+EXTRAS ?= cpu,dev,metrics,reasoning,humaneval
 
 .PHONY: help install quickstart smoke test test-fast browser bench clean-reports
 

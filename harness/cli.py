@@ -75,10 +75,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_prompts(args: argparse.Namespace) -> int:
     from harness.config import PromptSetConfig
-    from harness.prompts import BUILTIN_SETS, load_prompt_set
+    from harness.prompts import BUILTIN_SETS, GENERATED_SETS, load_prompt_set
     for name, desc in BUILTIN_SETS.items():
         ps = load_prompt_set(PromptSetConfig(name=name, path=None, chat=False, limit=None))
         print(f"{name}  ({len(ps.prompts)} prompts{', with references' if ps.has_references else ''})  {desc}")
+    for name, (desc, _) in GENERATED_SETS.items():
+        print(f"{name}  (generated)  {desc}")
     return 0
 
 

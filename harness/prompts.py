@@ -27,12 +27,11 @@ BUILTIN_SETS = {
 #: The function takes no arguments and returns a list of records ({"id", "prompt",
 #: "reference", "aliases", plus optional extra fields}); it raises PromptError with an
 #: install hint when its extra is missing.
-GENERATED_SETS: dict[str, tuple[str, str]] = {}
-GENERATED_SETS.update({
+GENERATED_SETS: dict[str, tuple[str, str]] = {
     "rg_arithmetic": ("50 seeded arithmetic problems from reasoning-gym (extra 'reasoning').", "harness.prompt_sets_extra:rg_arithmetic"),
     "rg_maths": ("50 seeded maths problems from reasoning-gym (extra 'reasoning').", "harness.prompt_sets_extra:rg_maths"),
     "humaneval": ("164 HumanEval code tasks (extra 'humaneval'), scored by pass_at_1.", "harness.prompt_sets_extra:humaneval"),
-})
+}
 
 
 @dataclass(frozen=True)
