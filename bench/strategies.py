@@ -5,7 +5,7 @@
 Reports generated tokens/s for greedy, top-p 0.9, beam search (width 4, vLLM's
 LLM.beam_search) and WSP (K = 4 and 8); for WSP also its mean candidate count, engine
 requests per generated token and engine-computed (uncached) prompt tokens per generated
-token, from the cached-token counts. Targets (issue 3): WSP K=8 >= 1.5x beam-4 tokens/s.
+token, from the cached-token counts. Target: WSP K=8 >= 1.5x beam-4 tokens/s.
 
 ``--measure-nucleus`` first times the ways to get a top-p nucleus count for one lookahead
 step (P prefixes x 8 candidates): the in-engine counter (the V1 logits processor in
