@@ -1,4 +1,4 @@
-"""Leaderboards: built on a real report (a run of configs/smoke.yaml, or DECEVAL_TEST_REPORT),
+"""Leaderboards: built on a real report (a run of configs/quickstart.yaml, or DECEVAL_TEST_REPORT),
 ranked in each metric's direction; the HTML page checked in headless Chromium."""
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from test_regression import GOOD, make_report  # noqa: E402
 @pytest.fixture(scope="session")
 def real_report(tmp_path_factory) -> Path:
     """A real report: DECEVAL_TEST_REPORT when set (reports/<run_id> of a quickstart or smoke
-    run), else a fresh run of configs/smoke.yaml (starts the engine: ~1-2 min)."""
+    run), else a fresh run of configs/quickstart.yaml (starts the engine: ~2-3 min)."""
     given = os.environ.get("DECEVAL_TEST_REPORT")
     if given:
         return Path(given)
     out = tmp_path_factory.mktemp("reports")
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(ROOT / "configs" / "smoke.yaml"),
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(ROOT / "configs" / "quickstart.yaml"),
                           "--output-dir", str(out), "--no-progress"], capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     [run_dir] = [d for d in out.iterdir() if (d / "run.json").exists()]
