@@ -193,10 +193,6 @@ def _execute(cfg: RunConfig, pending: list[WorkUnit], model_paths, run_dir: Path
     def on_done(unit: WorkUnit, result) -> None:
         for row in result.rows:
             row["run_id"] = run_id
-            if row.get("computed_tokens") is None and row.get("prompt_tokens") is not None:
-                row["computed_tokens"] = row["prompt_tokens"] - (row.get("cached_tokens") or 0) + row["completion_tokens"]
-            if row.get("engine_requests") is None and not row.get("error"):
-                row["engine_requests"] = 1
         score_rows(result.rows, metric_names)
         write_unit(run_dir, unit.relpath, result.rows, schema,
                    {"unit_id": unit.id, "rows": len(result.rows), "gen_seconds": result.gen_seconds,

@@ -81,6 +81,12 @@ def execute_unit(engine: Any, unit: WorkUnit) -> UnitResult:
     score_on_engine(engine, [r for r, _ in todo], [ids for _, ids in todo], unit.metrics or ())
     for r in rows:
         r.pop("_token_logprobs", None)
+        # Cost columns a strategy did not fill itself: one request per sample, computing the
+        # uncached prompt tail and the generated tokens.
+        if r.get("computed_tokens") is None and r.get("prompt_tokens") is not None:
+            r["computed_tokens"] = r["prompt_tokens"] - (r.get("cached_tokens") or 0) + r["completion_tokens"]
+        if r.get("engine_requests") is None and not r.get("error"):
+            r["engine_requests"] = 1
     generated = sum(r["completion_tokens"] for r in rows)
     for r in rows:
         r["unit_seconds"] = gen_seconds
