@@ -19,6 +19,7 @@ Timings on a shared 2-core machine are indicative only; ``--quick`` keeps it sma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -38,6 +39,26 @@ def load_prompts(n: int) -> list[str]:
     for name in ("open_ended", "facts"):
         texts += [p.text for p in load_prompt_set(PromptSetConfig(name=name, path=None, chat=False, limit=None)).prompts]
     return texts[:n]
+
+
+@contextlib.contextmanager
+def beam_requests_use_tail_cache():
+    """Make vLLM's beam search requests opt in to the tail cache (its SamplingParams are
+    built inside vLLM's beam search module), for a side-by-side figure only."""
+    from vllm.entrypoints.generate.beam_search import offline
+
+    from harness.tailcache import TAIL_ARG
+    original = offline.SamplingParams
+
+    def with_tail(*args, **kwargs):
+        kwargs["extra_args"] = {**(kwargs.get("extra_args") or {}), TAIL_ARG: True}
+        return original(*args, **kwargs)
+
+    offline.SamplingParams = with_tail
+    try:
+        yield
+    finally:
+        offline.SamplingParams = original
 
 
 def measure_nucleus(engine, prompts_ids, k: int = 8, top_p: float = 0.9) -> dict:
@@ -89,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompts", type=int, default=None)
     ap.add_argument("--max-tokens", type=int, default=None)
     ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--block-size", type=int, default=32, help="KV block size (prefix caching reuses whole blocks)")
     ap.add_argument("--measure-nucleus", action="store_true")
-    ap.add_argument("--only", default="", help="comma list of greedy,top_p,beam4,wsp4,wsp8")
+    ap.add_argument("--only", default="", help="comma list of greedy,top_p,beam4,beam4_tail,wsp4,wsp8,wsp8_no_tail")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
     n = args.prompts or (8 if args.quick else 32)
@@ -101,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from strategies.wsp import WSP, WSPParams
 
     engine = Engine(str(prepare("smollm2-135m")), {"dtype": args.dtype, "max_model_len": 1024, "kv_cache_gib": 2,
-                                                  "seed": 0, "block_size": 32, "enable_prefix_caching": True},
+                                                  "seed": 0, "block_size": args.block_size, "enable_prefix_caching": True},
                     cpu_cores=core_share(0, 1))
     prompts = [engine.encode(t) for t in load_prompts(n)]
     results: dict = {"prompts": len(prompts), "max_tokens": max_tokens, "dtype": args.dtype,
@@ -130,22 +152,28 @@ def main(argv: list[str] | None = None) -> int:
         native("greedy", temperature=0.0)
     if want("top_p"):
         native("top_p", temperature=1.0, top_p=0.9, seed=0)
-    if want("beam4"):
+    def beam(name: str) -> None:
         t = time.perf_counter()
         outs = engine.beam_search(prompts, beam_width=4, max_tokens=max_tokens, ignore_eos=True)
         dt = time.perf_counter() - t
         toks = sum(len(o["token_ids"]) for o in outs)
-        results["beam4"] = {"tokens": toks, "seconds": round(dt, 2), "tok_per_s": round(toks / dt, 1)}
-        print("beam4", results["beam4"], flush=True)
-    for k in (4, 8):
-        name = f"wsp{k}"
-        if not want(name):
-            continue
-        wsp = WSP(WSPParams(max_candidates=k))
+        results[name] = {"tokens": toks, "seconds": round(dt, 2), "tok_per_s": round(toks / dt, 1)}
+        print(name, results[name], flush=True)
+
+    if want("beam4"):
+        beam("beam4")
+    if want("beam4_tail") and engine.tail_cache_slots:
+        # What vLLM's beam search would gain from the same tail cache: its requests opt in.
+        with beam_requests_use_tail_cache():
+            beam("beam4_tail")
+    def wsp(name: str, k: int, tail: bool) -> None:
+        engine.use_tail_cache = tail and bool(engine.tail_cache_slots)
+        w = WSP(WSPParams(max_candidates=k))
         t = time.perf_counter()
-        dec = wsp.decode(engine, prompts, max_tokens=max_tokens, seeds=list(range(len(prompts))),
-                         stop_token_ids=frozenset())  # like ignore_eos: every sample runs max_tokens
+        dec = w.decode(engine, prompts, max_tokens=max_tokens, seeds=list(range(len(prompts))),
+                       stop_token_ids=frozenset())  # like ignore_eos: every sample runs max_tokens
         dt = time.perf_counter() - t
+        engine.use_tail_cache = bool(engine.tail_cache_slots)
         toks = sum(len(d.token_ids) for d in dec)
         steps = [s for d in dec for s in d.steps]
         req = sum(d.engine_requests for d in dec)
@@ -159,10 +187,26 @@ def main(argv: list[str] | None = None) -> int:
                          "requests_expected": cands + len(prompts), "requests": req,
                          "computed_tokens_per_token": round(comp / toks, 3),
                          "cached_share": round(cached / max(1, cached + comp), 3)}
+        tokens_of[name] = [d.token_ids for d in dec]
         print(name, results[name], flush=True)
-    if "beam4" in results and "wsp8" in results:
-        results["wsp8_over_beam4"] = round(results["wsp8"]["tok_per_s"] / results["beam4"]["tok_per_s"], 2)
-        print("wsp8 / beam4 tokens/s:", results["wsp8_over_beam4"], "(target >= 1.5)")
+
+    tokens_of: dict[str, list[list[int]]] = {}
+    for k in (4, 8):
+        if want(f"wsp{k}"):
+            wsp(f"wsp{k}", k, tail=True)
+    if want("wsp8_no_tail"):
+        wsp("wsp8_no_tail", 8, tail=False)
+    if "wsp8" in tokens_of and "wsp8_no_tail" in tokens_of:
+        same = sum(a == b for a, b in zip(tokens_of["wsp8"], tokens_of["wsp8_no_tail"]))
+        results["wsp8_same_tokens_with_and_without_tail_cache"] = f"{same}/{len(prompts)}"
+        print("wsp8 samples identical with and without the tail cache:", results[
+            "wsp8_same_tokens_with_and_without_tail_cache"], flush=True)
+    ratios = {"wsp8_over_beam4": ("wsp8", "beam4"), "wsp8_no_tail_over_beam4": ("wsp8_no_tail", "beam4"),
+              "wsp8_over_beam4_tail": ("wsp8", "beam4_tail"), "wsp8_tail_speedup": ("wsp8", "wsp8_no_tail")}
+    for key, (a, b) in ratios.items():
+        if a in results and b in results:
+            results[key] = round(results[a]["tok_per_s"] / results[b]["tok_per_s"], 2)
+            print(f"{a} / {b} tokens/s: {results[key]}" + (" (target >= 1.5)" if key == "wsp8_over_beam4" else ""))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     print(json.dumps(results))

@@ -35,6 +35,9 @@ class EngineOptions(_Strict):
     max_model_len: int = Field(2048, ge=16, description="context length (prompt + completion)")
     block_size: int = Field(32, ge=16, description="KV-cache block size; a multiple of 32 on the CPU")
     enable_prefix_caching: bool = True
+    tail_cache_slots: int | None = Field(
+        None, ge=0, description="stepwise strategies: prompt tails kept for reuse (harness.tailcache), one KV block "
+        "of every layer each; default 512 on the CPU, 0 (off) on CUDA; 0 turns it off")
     kv_cache_gib: int = Field(2, ge=1, description="CPU KV cache in whole GiB (VLLM_CPU_KVCACHE_SPACE)")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     tensor_parallel_size: int = Field(1, ge=1)

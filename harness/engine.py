@@ -88,6 +88,14 @@ class Engine:
             # no-op for every request that does not ask (see harness.stepwise).
             from harness.stepwise import NUCLEUS_PROCESSOR
             kwargs["logits_processors"] = [NUCLEUS_PROCESSOR]
+        self.tail_cache_slots = self._tail_cache_slots()
+        if self.tail_cache_slots:
+            from harness.tailcache import SLOTS_KEY
+            kwargs["kv_transfer_config"] = {
+                "kv_connector": "TailCacheConnector", "kv_connector_module_path": "harness.tailcache",
+                "kv_role": "kv_both", "kv_connector_extra_config": {SLOTS_KEY: self.tail_cache_slots}}
+        #: Whether ``next_token`` requests opt in to the tail cache (benchmarks turn it off to compare).
+        self.use_tail_cache = bool(self.tail_cache_slots)
         if self.device == "cuda":
             kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
             if options.tensor_parallel_size > 1:
@@ -112,6 +120,15 @@ class Engine:
         from vllm import SamplingParams
         self.llm.generate([{"prompt_token_ids": self.encode("Hello")}], SamplingParams(max_tokens=4, temperature=0.0),
                           use_tqdm=False)
+
+    def _tail_cache_slots(self) -> int:
+        """Ring size of the tail cache (``harness.tailcache``): needs prefix caching; on by
+        default on the CPU build only (the connector is untested on CUDA)."""
+        if not self.options.enable_prefix_caching:
+            return 0
+        if self.options.tail_cache_slots is not None:
+            return self.options.tail_cache_slots
+        return 512 if self.device == "cpu" else 0
 
     def _use_nucleus_processor(self) -> bool:
         """The in-engine nucleus counter is a V1 logits processor: on by default on the CPU
@@ -171,7 +188,7 @@ class Engine:
             "hidden_size": getattr(text_cfg, "hidden_size", None),
             "num_hidden_layers": getattr(text_cfg, "num_hidden_layers", None),
             "load_seconds": round(self.load_seconds, 2), "vllm_version": vllm.__version__,
-            "pid": os.getpid(),
+            "pid": os.getpid(), "tail_cache_slots": self.tail_cache_slots,
         }
 
     # ---- generation -----------------------------------------------------------------------
@@ -230,8 +247,10 @@ class Engine:
         """Next-token distributions for token-id sequences, in ONE batched ``generate``.
 
         Each sequence is one request: ``max_tokens=1``, greedy (the sampled token is not
-        used), ``detokenize=False``, prefix caching does the reuse. The returned logprobs are
-        vLLM's ``raw_logprobs`` (the model's log-softmax at temperature 1, before any
+        used), ``detokenize=False``. Prefix caching reuses whole blocks and the tail cache
+        (``harness.tailcache``) the partial last block of the previous step's prompt, so a
+        request that extends an earlier one by a token computes about that token only. The
+        returned logprobs are vLLM's ``raw_logprobs`` (the model's log-softmax at temperature 1, before any
         processing). ``nucleus_p`` asks for the exact size of the top-p nucleus (no cap below
         the vocabulary); ``full`` for the whole distribution as a numpy array.
 
@@ -254,6 +273,7 @@ class Engine:
         from vllm import SamplingParams
 
         from harness.stepwise import NUCLEUS_ARG
+        from harness.tailcache import TAIL_ARG
         from strategies.base import StepResult
         from strategies.stepwise import step_result
 
@@ -262,7 +282,10 @@ class Engine:
         self._check_raw_logprobs()
         in_engine = nucleus_p is not None and not full and self.nucleus_in_engine
         whole = full or (nucleus_p is not None and not in_engine)
-        extra = {"extra_args": {NUCLEUS_ARG: float(nucleus_p)}} if in_engine else {}
+        args: dict[str, Any] = {NUCLEUS_ARG: float(nucleus_p)} if in_engine else {}
+        if self.use_tail_cache:
+            args[TAIL_ARG] = True
+        extra = {"extra_args": args} if args else {}
         # A little more than top_k, so that ties at the k-th place are resolved by token id.
         want = top_k + 8
         sp = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False, skip_clone=True,

@@ -96,20 +96,38 @@ def test_wsp_matches_transformers_reference(engine_f32, smollm2_path):
 
 def test_wsp_engine_cost_accounting(engine_f32):
     from strategies.wsp import WSP, WSPParams
+    assert engine_f32.tail_cache_slots > 0  # on by default on the CPU
     # Prompts longer than one 32-token block, so the prefix cache has full blocks to reuse.
     long = " Answer in one short sentence, please, and keep it plain and simple for a child to read."
     prompts = [engine_f32.encode(t + long * 2) for t in PROMPTS[:3]]
     assert all(len(p) > 40 for p in prompts)
-    dec = WSP(WSPParams(max_candidates=4)).decode(engine_f32, prompts, max_tokens=8, seeds=[0, 1, 2],
-                                                  stop_token_ids=frozenset())
-    for d, p in zip(dec, prompts):
+
+    def decode(tail: bool):
+        engine_f32.use_tail_cache = tail
+        try:
+            return WSP(WSPParams(max_candidates=4)).decode(engine_f32, prompts, max_tokens=12, seeds=[0, 1, 2],
+                                                           stop_token_ids=frozenset())
+        finally:
+            engine_f32.use_tail_cache = True
+
+    plain, tail = decode(False), decode(True)
+    for d, p in zip(tail, prompts):
         cands = sum(s["candidates"] for s in d.steps)
         assert d.engine_requests == 1 + cands  # one per candidate per step, plus the first q
-        # Nothing recomputed beyond the uncached tail the 32-token block size leaves: each
-        # lookahead request computes at most block_size tokens (its prompt is cached up to
-        # the last full block); the first request computes the whole prompt.
-        assert d.computed_tokens <= len(p) + cands * 32
-        assert d.cached_tokens > 0
+        # Nothing recomputed: the first request computes (at most) the prompt, every lookahead
+        # request exactly its one new token; the rest comes from the prefix and tail caches.
+        first = d.computed_tokens - cands
+        assert 1 <= first <= len(p)
+    for d, p in zip(plain, prompts):
+        # Without the tail cache each lookahead request recomputes the partial last block.
+        cands = sum(s["candidates"] for s in d.steps)
+        assert d.computed_tokens > len(p) + 4 * cands
+    # The same choices, step by step, with and without the tail cache.
+    for a, b in zip(plain, tail):
+        assert a.token_ids == b.token_ids
+        assert [(s["candidates"], s["n_chosen"], s["n_min"], s["n_max"]) for s in a.steps] == \
+            [(s["candidates"], s["n_chosen"], s["n_min"], s["n_max"]) for s in b.steps]
+        assert [s["logprob"] for s in a.steps] == pytest.approx([s["logprob"] for s in b.steps], abs=1e-4)
 
 
 def test_next_token_matches_vllm_top_logprobs(engine_f32):
