@@ -66,6 +66,7 @@ def measure_nucleus(engine, prompts_ids, k: int = 8, top_p: float = 0.9) -> dict
     import numpy as np
     from vllm import SamplingParams
 
+    from harness.tailcache import TAIL_ARG
     from strategies.stepwise import nucleus_size
     base = engine.next_token(prompts_ids, top_k=k, nucleus_p=top_p)
     batch = [list(p) + [c] for p, r in zip(prompts_ids, base) for c in r.token_ids[:k]]
@@ -85,7 +86,10 @@ def measure_nucleus(engine, prompts_ids, k: int = 8, top_p: float = 0.9) -> dict
         out["logits_processor_agrees"] = round(float(np.mean([r.nucleus_size == n for r, n in zip(lp, ns)])), 4)
         out["logits_processor_topk_agrees"] = all(r.token_ids == f.token_ids for r, f in zip(lp, flat))
     for topk in (20, 1024):
-        sp = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False, logprobs=topk, flat_logprobs=True)
+        # Same caching as the other variants: they go through next_token, which opts in to the tail cache.
+        extra = {"extra_args": {TAIL_ARG: True}} if engine.use_tail_cache else {}
+        sp = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False, logprobs=topk, flat_logprobs=True,
+                            **extra)
         t = time.perf_counter()
         res = engine.llm.generate([{"prompt_token_ids": b} for b in batch], sp, use_tqdm=False)
         got = []

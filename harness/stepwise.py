@@ -135,19 +135,28 @@ def _build_nucleus_processor():
             idx = torch.tensor(rows, dtype=torch.long, device=logits.device)
             ps = torch.tensor([self.reqs[r] for r in rows], dtype=torch.float64, device=logits.device)
             lp = torch.log_softmax(logits[idx].to(torch.float32), dim=-1)
+            vocab = lp.shape[1]
             # Sorted probabilities are exp(sorted logprobs): sort in float32 (cheap), exp and sum
-            # in float64. The head first (exact: the top-k values are the first k of the full
-            # sort); rows whose head does not reach p get the full sort.
-            head = min(1024, lp.shape[1])
-            c = torch.cumsum(torch.exp(torch.topk(lp, head, dim=-1, sorted=True).values.to(torch.float64)), dim=-1)
-            n = torch.searchsorted(c, ps[:, None].contiguous(), right=False)[:, 0] + 1
-            short = (c[:, -1] < ps).nonzero().flatten()
-            if short.numel() and head < lp.shape[1]:
-                sv = torch.sort(lp[short], dim=-1, descending=True).values
-                cf = torch.cumsum(torch.exp(sv.to(torch.float64)), dim=-1)
-                n[short] = torch.searchsorted(cf, ps[short, None].contiguous(), right=False)[:, 0] + 1
-            support = torch.isfinite(lp).sum(dim=-1)
-            n = torch.where(ps >= 1.0, support, n).clamp(1, logits.shape[1])
+            # in float64. Short heads first (exact: the top-k values are the first k of the
+            # full sort); only rows whose head does not reach p go on to a longer one.
+            n = torch.full((len(rows),), vocab, dtype=torch.long, device=logits.device)
+            whole = ps >= 1.0  # p = 1: the whole support
+            if whole.any():
+                n[whole] = torch.isfinite(lp[whole]).sum(dim=-1)
+            todo = (~whole).nonzero().flatten()
+            for head in (64, 1024, vocab):
+                if not todo.numel():
+                    break
+                head = min(head, vocab)
+                sub = lp[todo]
+                vals = (torch.topk(sub, head, dim=-1, sorted=True).values if head < vocab
+                        else torch.sort(sub, dim=-1, descending=True).values)
+                c = torch.cumsum(torch.exp(vals.to(torch.float64)), dim=-1)
+                hit = c[:, -1] >= ps[todo]
+                if hit.any():
+                    n[todo[hit]] = torch.searchsorted(c[hit], ps[todo][hit, None].contiguous(), right=False)[:, 0] + 1
+                todo = todo[~hit]  # left over after the full sort (rounding): the whole vocabulary
+            n = n.clamp(1, logits.shape[1])
             logits[idx] = float("-inf")
             logits[idx, n - 1] = 0.0
             return logits
