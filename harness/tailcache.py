@@ -65,7 +65,7 @@ ALL_KEY = "all_requests"
 class TailCacheMetadata(KVConnectorMetadata):
     #: (ring slot, destination block id): copied into the KV cache before the forward pass.
     loads: list[tuple[int, int]] = field(default_factory=list)
-    #: (source block id, ring slot): copied out of the KV cache after the forward pass.
+    #: (ring slot, source block id): copied out of the KV cache after the forward pass.
     stores: list[tuple[int, int]] = field(default_factory=list)
 
 
@@ -166,7 +166,7 @@ class TailCacheConnector(KVConnectorBase_V1):
             if prompt in self._table or used >= self.slots:
                 continue
             start = n - n % bs
-            meta.stores.append((self._blocks[req_id][start // bs], self._assign(prompt, start)))
+            meta.stores.append((self._assign(prompt, start), self._blocks[req_id][start // bs]))
             used += 1
         return meta
 
@@ -193,14 +193,20 @@ class TailCacheConnector(KVConnectorBase_V1):
             self._layers.append(t)
             self._ring.append(torch.empty((self.slots,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device))
 
+    def _copy(self, pairs: list[tuple[int, int]], *, into_cache: bool) -> None:
+        """Copy whole blocks, every layer, between ring slots and KV-cache blocks."""
+        slots = torch.tensor([s for s, _ in pairs], dtype=torch.long)
+        blocks = torch.tensor([b for _, b in pairs], dtype=torch.long)
+        for layer, ring in zip(self._layers, self._ring):
+            if into_cache:
+                layer[blocks.to(layer.device)] = ring[slots.to(ring.device)]
+            else:
+                ring[slots.to(ring.device)] = layer[blocks.to(layer.device)]
+
     def start_load_kv(self, forward_context: ForwardContext, **kwargs: Any) -> None:
         meta = self._get_connector_metadata()
-        if not isinstance(meta, TailCacheMetadata) or not meta.loads:
-            return
-        src = torch.tensor([s for s, _ in meta.loads], dtype=torch.long)
-        dst = torch.tensor([b for _, b in meta.loads], dtype=torch.long)
-        for layer, ring in zip(self._layers, self._ring):
-            layer[dst.to(layer.device)] = ring[src.to(ring.device)]
+        if isinstance(meta, TailCacheMetadata) and meta.loads:
+            self._copy(meta.loads, into_cache=True)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         return
@@ -210,9 +216,5 @@ class TailCacheConnector(KVConnectorBase_V1):
 
     def wait_for_save(self) -> None:
         meta = self._get_connector_metadata()
-        if not isinstance(meta, TailCacheMetadata) or not meta.stores:
-            return
-        src = torch.tensor([b for b, _ in meta.stores], dtype=torch.long)
-        dst = torch.tensor([s for _, s in meta.stores], dtype=torch.long)
-        for layer, ring in zip(self._layers, self._ring):
-            ring[dst.to(ring.device)] = layer[src.to(layer.device)]
+        if isinstance(meta, TailCacheMetadata) and meta.stores:
+            self._copy(meta.stores, into_cache=False)

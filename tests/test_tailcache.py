@@ -56,14 +56,14 @@ def test_stores_a_partial_tail_and_loads_it_for_the_next_token():
     a = request("a", [1, 2, 3, 4, 5, 6])  # blocks [1-4][5,6 + 2 free]
     assert admit(conn, a, 0, [10, 11]) == 0
     meta = conn.build_connector_meta(step(new=[("a", 0)], scheduled={"a": 6}))
-    assert meta.loads == [] and meta.stores == [(11, 0)]  # block 11 holds tokens 4..5
+    assert meta.loads == [] and meta.stores == [(0, 11)]  # slot 0 <- block 11, which holds tokens 4..5
     conn.request_finished(a, [10, 11])
 
     b = request("b", [1, 2, 3, 4, 5, 6, 7])  # a's prompt plus one token; prefix cache hit: 4
     assert admit(conn, b, 4, [10, 12]) == 2  # tokens 5, 6 come from the ring
     meta = conn.build_connector_meta(step(new=[("b", 6)], scheduled={"b": 1}))
     assert meta.loads == [(0, 12)]  # slot 0 into b's second block, before the forward pass
-    assert meta.stores == [(12, 1)]  # then b's own tail, for the step after
+    assert meta.stores == [(1, 12)]  # then b's own tail, for the step after
 
 
 def test_no_reuse_without_opt_in_or_when_the_prefix_hit_does_not_meet_the_tail():
@@ -102,7 +102,7 @@ def test_ring_evicts_the_oldest_tail():
     for r, p in prompts.items():
         admit(conn, request(r, p), 0, [10 + ord(r), 20 + ord(r)])
         (store,) = conn.build_connector_meta(step(new=[(r, 0)], scheduled={r: 5})).stores
-    assert store[1] == 0  # c took a's slot
+    assert store[0] == 0  # c took a's slot
     assert admit(conn, request("a2", prompts["a"] + [9]), 4, [1, 2]) == 0  # a was evicted
     assert admit(conn, request("b2", prompts["b"] + [9]), 4, [1, 3]) == 1
     assert admit(conn, request("c2", prompts["c"] + [9]), 4, [1, 4]) == 1
@@ -113,7 +113,7 @@ def test_one_step_never_reuses_a_slot_it_writes():
     for r in "abc":
         admit(conn, request(r, [ord(r), 2, 3, 4, 5]), 0, [1, ord(r)])
     meta = conn.build_connector_meta(step(new=[(r, 0) for r in "abc"], scheduled=dict.fromkeys("abc", 5)))
-    assert sorted(s for _, s in meta.stores) == [0, 1]  # the third tail is simply not kept
+    assert sorted(s for s, _ in meta.stores) == [0, 1]  # the third tail is simply not kept
 
 
 def test_chunked_prefill_stores_when_the_prompt_completes():
@@ -122,7 +122,7 @@ def test_chunked_prefill_stores_when_the_prompt_completes():
     admit(conn, a, 0, [10, 11])
     assert conn.build_connector_meta(step(new=[("a", 0)], scheduled={"a": 6})).stores == []
     meta = conn.build_connector_meta(step(cached=[("a", 6, [12])], scheduled={"a": 4}))
-    assert meta.stores == [(12, 0)]
+    assert meta.stores == [(0, 12)]
 
 
 def test_worker_copies_whole_blocks_out_and_back():
@@ -130,7 +130,7 @@ def test_worker_copies_whole_blocks_out_and_back():
     layers = {f"l{i}": torch.randn(6, 2, BS, 8) for i in range(3)}
     conn.register_kv_caches(layers)
     want = [t[4].clone() for t in layers.values()]
-    conn.bind_connector_metadata(TailCacheMetadata(stores=[(4, 2)]))
+    conn.bind_connector_metadata(TailCacheMetadata(stores=[(2, 4)]))
     conn.wait_for_save()
     for t in layers.values():
         t[4] = 0.0  # the block is freed and reused
