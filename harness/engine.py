@@ -123,7 +123,7 @@ class Engine:
 
     def _tail_cache_slots(self) -> int:
         """Ring size of the tail cache (``harness.tailcache``): needs prefix caching; on by
-        default on the CPU build only (the connector is untested on CUDA)."""
+        default on the CPU build only (the connector has not run inside vLLM's CUDA build)."""
         if not self.options.enable_prefix_caching:
             return 0
         if self.options.tail_cache_slots is not None:

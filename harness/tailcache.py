@@ -29,8 +29,10 @@ Requests opt in with ``SamplingParams(extra_args={TAIL_ARG: True})`` (``Engine.n
 does); other requests, vLLM's own beam search included, are untouched.
 
 Tested on the CPU build. The ring lives next to the KV cache and blocks are indexed on
-vLLM's block-first per-layer view, so nothing here is CPU-specific, but it has not been run
-on the CUDA build, where the engine leaves it off by default (``tail_cache_slots``).
+vLLM's block-first per-layer view, so nothing here is CPU-specific: the worker's copies
+round-tripped bf16 blocks on an H200 (``scripts/cuda_tensor_check.py``, with stand-ins
+for vLLM's base classes). It has not run inside vLLM's CUDA build, which was not
+available to test, so the engine leaves it off there by default (``tail_cache_slots``).
 """
 
 from __future__ import annotations
