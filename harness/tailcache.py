@@ -127,7 +127,7 @@ class TailCacheConnector(KVConnectorBase_V1):
         block_ids = list(blocks.get_block_ids()[0])
         self._blocks[request.request_id] = block_ids
         hit = self._matched.pop(request.request_id, None)
-        if num_external_tokens > 0 and hit is not None:
+        if num_external_tokens > 0 and hit is not None and hit[1] // self.block_size < len(block_ids):
             slot, start = hit
             self._loads.append((slot, block_ids[start // self.block_size]))
 
@@ -165,10 +165,12 @@ class TailCacheConnector(KVConnectorBase_V1):
             if not (done < n <= done + scheduler_output.num_scheduled_tokens.get(req_id, 0)) or n % bs == 0:
                 continue
             prompt = tuple(req.prompt_token_ids or ())
-            if prompt in self._table or used >= self.slots:
-                continue
             start = n - n % bs
-            meta.stores.append((self._assign(prompt, start), self._blocks[req_id][start // bs]))
+            blocks = self._blocks.get(req_id, [])
+            # Best effort: anything unexpected (embeddings prompt, missing block) is skipped.
+            if len(prompt) != n or prompt in self._table or used >= self.slots or start // bs >= len(blocks):
+                continue
+            meta.stores.append((self._assign(prompt, start), blocks[start // bs]))
             used += 1
         return meta
 

@@ -138,3 +138,12 @@ def test_worker_copies_whole_blocks_out_and_back():
     conn.start_load_kv(None)
     for t, w in zip(layers.values(), want):
         assert torch.equal(t[1], w)
+
+
+def test_prompts_without_token_ids_are_neither_stored_nor_served():
+    conn = connector()
+    embeds = request("e", [0] * 6)
+    embeds.prompt_token_ids = None  # a prompt given as embeddings
+    assert admit(conn, embeds, 0, [10, 11]) == 0
+    assert conn.build_connector_meta(step(new=[("e", 0)], scheduled={"e": 6})).stores == []
+    assert admit(conn, request("one", [7]), 0, [12]) == 0
