@@ -69,13 +69,29 @@ def test_bounded_in_flight(ray_sim):
 
 def test_killed_actor_is_restarted_and_its_unit_retried(ray_sim, tmp_path):
     pools = make_pools({"m": 2})
+    before = _pids(pools["m"])
     units = [SimUnit(f"u{i}", "m", 0.05) for i in range(6)]
     units[1] = SimUnit("victim", "m", 0.05, mode="die_once", marker_dir=str(tmp_path))
     stats, done, failed = _run(pools, units)
     assert not failed and stats["done"] == 6 and stats["retries"] == 1
     assert sorted(u.id for u, _ in done) == sorted(u.id for u in units)
-    # the unit that killed its actor was retried and finished on a live actor
-    assert any(u.id == "victim" for u, _ in done)
+    # exactly one actor process was replaced, and the retried unit ran on a live actor
+    after = _pids(pools["m"])
+    assert len(set(after) - set(before)) == 1
+    assert next(r for u, r in done if u.id == "victim")["pid"] in after
+
+
+def _pids(actors, wait_s: float = 30.0) -> list[int]:
+    """Each actor's process id; an actor Ray is still restarting is asked again."""
+    from ray.exceptions import ActorUnavailableError
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return ray.get([a.ping.remote() for a in actors])
+        except ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def test_dead_engine_inside_a_live_actor_restarts_the_actor(ray_sim, tmp_path):
