@@ -118,6 +118,7 @@ def test_wsp_engine_cost_accounting(engine_f32):
         # request exactly its one new token; the rest comes from the prefix and tail caches.
         first = d.computed_tokens - cands
         assert 1 <= first <= len(p)
+        assert d.cached_tokens > 0
     for d, p in zip(plain, prompts):
         # Without the tail cache each lookahead request recomputes the partial last block.
         cands = sum(s["candidates"] for s in d.steps)
