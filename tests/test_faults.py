@@ -272,7 +272,8 @@ def test_driver_killed_mid_run_rerun_resumes(reference, tmp_path, fresh_ray):
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its process group, like a crash
     finally:
         proc.wait(30)
-        leftovers = _reap(descendants, timeout=20)
+        # Ray's own processes of the killed driver: reaped here, not this test's subject.
+        _reap(descendants, timeout=20)
     files_before = {p: p.stat().st_mtime_ns for p in (run_dir / "samples").rglob("*.parquet")}
     assert 2 <= len(files_before) < 12
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
@@ -286,7 +287,6 @@ def test_driver_killed_mid_run_rerun_resumes(reference, tmp_path, fresh_ray):
     import pandas.testing as pdt
     pdt.assert_frame_equal(canon(df), reference)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
-    assert not leftovers or True  # Ray's own processes of the killed driver were reaped above
 
 
 # ---- without the engine ----------------------------------------------------------------------
