@@ -250,9 +250,10 @@ class Engine:
         used), ``detokenize=False``. Prefix caching reuses whole blocks and the tail cache
         (``harness.tailcache``) the partial last block of the previous step's prompt, so a
         request that extends an earlier one by a token computes about that token only. The
-        returned logprobs are vLLM's ``raw_logprobs`` (the model's log-softmax at temperature 1, before any
-        processing). ``nucleus_p`` asks for the exact size of the top-p nucleus (no cap below
-        the vocabulary); ``full`` for the whole distribution as a numpy array.
+        returned logprobs are vLLM's ``raw_logprobs`` (the model's log-softmax at temperature
+        1, before any processing). ``nucleus_p`` asks for the exact size of the top-p
+        nucleus (no cap below the vocabulary); ``full`` for the whole distribution as a numpy
+        array.
 
         Exact nucleus counts, two mechanisms, chosen by measurement (``python
         bench/strategies.py --measure-nucleus``: one lookahead step of 128 requests, bf16,
