@@ -59,8 +59,6 @@ if TYPE_CHECKING:
 TAIL_ARG = "deceval_tail"
 #: ``kv_connector_extra_config`` key: the ring size in slots (one block of every layer each).
 SLOTS_KEY = "slots"
-#: ``kv_connector_extra_config`` key: store/load every request, not only opted-in ones.
-ALL_KEY = "all_requests"
 
 
 @dataclass
@@ -82,7 +80,6 @@ class TailCacheConnector(KVConnectorBase_V1):
         self.slots = int(extra.get(SLOTS_KEY, 256))
         if self.slots < 1:
             raise ValueError(f"tail cache: {SLOTS_KEY} must be >= 1, got {self.slots}")
-        self.all_requests = bool(extra.get(ALL_KEY, False))
         # scheduler side
         self._table: dict[tuple[int, ...], tuple[int, int]] = {}  # prompt -> (slot, tail start)
         self._owner: list[tuple[int, ...] | None] = [None] * self.slots
@@ -102,8 +99,6 @@ class TailCacheConnector(KVConnectorBase_V1):
         return False  # a best-effort cache: a lost store is a later recompute
 
     def _opted_in(self, request: Request) -> bool:
-        if self.all_requests:
-            return True
         sp = request.sampling_params
         return bool(sp is not None and (sp.extra_args or {}).get(TAIL_ARG))
 

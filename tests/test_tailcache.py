@@ -15,10 +15,10 @@ from harness.tailcache import TAIL_ARG, TailCacheConnector, TailCacheMetadata  #
 BS = 4  # a small block size keeps the hand-made cases readable
 
 
-def connector(slots: int = 8, all_requests: bool = False) -> TailCacheConnector:
+def connector(slots: int = 8) -> TailCacheConnector:
     cfg = SimpleNamespace(cache_config=SimpleNamespace(block_size=BS),
                           kv_transfer_config=SimpleNamespace(
-                              kv_connector_extra_config={"slots": slots, "all_requests": all_requests},
+                              kv_connector_extra_config={"slots": slots},
                               is_kv_producer=True))
     return TailCacheConnector(cfg, role=None, kv_cache_config=None)
 
@@ -79,15 +79,8 @@ def test_no_reuse_without_opt_in_or_when_the_prefix_hit_does_not_meet_the_tail()
     assert admit(conn, request("b", [1, 2, 3, 4, 5, 6, 7]), 0, [20, 21]) == 0
     # Another continuation (not a's prompt + 1 token) is not served either.
     assert admit(conn, request("c", [1, 2, 3, 4, 9, 6, 7]), 4, [10, 22]) == 0
-    # vLLM's beam search and other requests are served only with all_requests.
+    # Requests that did not opt in (vLLM's beam search, plain generate) are not served.
     assert admit(conn, request("d", [1, 2, 3, 4, 5, 6, 7], opt_in=False), 4, [10, 23]) == 0
-
-
-def test_all_requests_mode_serves_requests_that_did_not_opt_in():
-    conn = connector(all_requests=True)
-    admit(conn, request("a", [1, 2, 3, 4, 5, 6], opt_in=False), 0, [10, 11])
-    conn.build_connector_meta(step(new=[("a", 0)], scheduled={"a": 6}))
-    assert admit(conn, request("b", [1, 2, 3, 4, 5, 6, 7], opt_in=False), 4, [10, 12]) == 2
 
 
 def test_block_aligned_prompts_are_not_stored():
