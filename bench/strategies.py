@@ -171,13 +171,16 @@ def main(argv: list[str] | None = None) -> int:
         with beam_requests_use_tail_cache():
             beam("beam4_tail")
     def wsp(name: str, k: int, tail: bool) -> None:
-        engine.use_tail_cache = tail and bool(engine.tail_cache_slots)
-        w = WSP(WSPParams(max_candidates=k))
-        t = time.perf_counter()
-        dec = w.decode(engine, prompts, max_tokens=max_tokens, seeds=list(range(len(prompts))),
-                       stop_token_ids=frozenset())  # like ignore_eos: every sample runs max_tokens
-        dt = time.perf_counter() - t
-        engine.use_tail_cache = bool(engine.tail_cache_slots)
+        default = engine.use_tail_cache
+        engine.use_tail_cache = tail and default
+        try:
+            w = WSP(WSPParams(max_candidates=k))
+            t = time.perf_counter()
+            dec = w.decode(engine, prompts, max_tokens=max_tokens, seeds=list(range(len(prompts))),
+                           stop_token_ids=frozenset())  # like ignore_eos: every sample runs max_tokens
+            dt = time.perf_counter() - t
+        finally:
+            engine.use_tail_cache = default
         toks = sum(len(d.token_ids) for d in dec)
         steps = [s for d in dec for s in d.steps]
         req = sum(d.engine_requests for d in dec)
