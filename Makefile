@@ -35,7 +35,7 @@ smoke: install
 	$(BIN)/deceval run configs/smoke.yaml
 
 test: install browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 # Headless Chromium for the leaderboard HTML test (Debian packages; needs root).
 browser:

@@ -47,6 +47,7 @@ def main() -> None:
     from harness.config import EngineOptions, PromptSetConfig, StrategyConfig
     from harness.engine import core_share
     from harness.engine_actor import EngineActor
+    from harness.hardware import cpu_info, resolve_dtype
     from harness.metrics import default_metrics, score_rows
     from harness.models import prepare
     from harness.plan import WorkUnit
@@ -65,7 +66,8 @@ def main() -> None:
     # Direct side: vLLM in this process, same options as the harness's Engine.
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cores
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(opts.kv_cache_gib)
-    llm = LLM(model=path, dtype=opts.dtype, max_model_len=opts.max_model_len, block_size=opts.block_size,
+    dtype = resolve_dtype(opts.dtype, "cpu")  # what the harness's engine resolves dtype auto to
+    llm = LLM(model=path, dtype=dtype, max_model_len=opts.max_model_len, block_size=opts.block_size,
               enable_prefix_caching=opts.enable_prefix_caching, seed=opts.seed, enforce_eager=opts.enforce_eager,
               max_logprobs=-1, disable_log_stats=False)
     tok = llm.get_tokenizer()
@@ -123,7 +125,8 @@ def main() -> None:
                         "ratio": round(h / d, 3)})
 
     total_ratio = statistics.median(r["ratio"] for r in results)
-    print(f"\n{n_prompts} prompts x up to {max_tokens} tokens, {reps} rep(s), cores {cores}, bf16")
+    print(f"\nCPU: {cpu_info().describe()}")
+    print(f"{n_prompts} prompts x up to {max_tokens} tokens, {reps} rep(s), cores {cores}, {dtype}")
     print(f"{'strategy':<12} {'tokens':>7} {'direct tok/s':>13} {'harness tok/s':>14} {'ratio':>6}")
     for r in results:
         print(f"{r['strategy']:<12} {r['tokens']:>7} {r['direct_tok_s']:>13} {r['harness_tok_s']:>14} {r['ratio']:>6}")
@@ -132,7 +135,8 @@ def main() -> None:
     res_dir.mkdir(exist_ok=True)
     (res_dir / "overhead.json").write_text(json.dumps({"results": results, "median_ratio": total_ratio,
                                                         "prompts": n_prompts, "max_tokens": max_tokens,
-                                                        "reps": reps, "cores": cores}, indent=2))
+                                                        "reps": reps, "cores": cores, "dtype": dtype,
+                                                        "cpu": cpu_info().as_dict()}, indent=2))
     ray.kill(actor)
     ray.shutdown()
 

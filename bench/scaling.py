@@ -147,7 +147,7 @@ def real_case(label: str, prompts: int, max_tokens: int, shard: int, replicas: i
     path = resolved[0] if isinstance(resolved, tuple) else resolved
     needs_bos = BUILTIN_MODELS[ref].needs_bos if ref in BUILTIN_MODELS else False
     t_load = time.perf_counter()
-    pools = start_pools(cfg, {cfg.models[0].name: (str(path), needs_bos)}, {cfg.models[0].name})
+    pools, _ = start_pools(cfg, {cfg.models[0].name: (str(path), needs_bos)}, {cfg.models[0].name})
     actors = pools[cfg.models[0].name]
     try:
         infos = ray.get([a.info.remote() for a in actors])
@@ -173,7 +173,7 @@ def real_case(label: str, prompts: int, max_tokens: int, shard: int, replicas: i
 
 
 def real(prompts: int, max_tokens: int, shard: int) -> dict:
-    from harness.engine import cpu_count
+    from harness.hardware import cpu_count
     n = cpu_count()
     if n < 2:
         print("  real: needs at least 2 cores; skipped")
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     import ray
 
-    from harness.engine import cpu_count
+    from harness.hardware import cpu_count
     ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"}})
     out: dict = {"quick": args.quick, "cpus": cpu_count()}

@@ -1,6 +1,6 @@
 """Strategy benchmark, on ONE engine in one run (same prompts for every strategy).
 
-    .venv/bin/python bench/strategies.py [--quick] [--measure-nucleus] [--dtype bfloat16]
+    .venv/bin/python bench/strategies.py [--quick] [--measure-nucleus] [--dtype auto|bfloat16|float32]
 
 Reports generated tokens/s for greedy, top-p 0.9, beam search (width 4, vLLM's
 LLM.beam_search) and WSP (K = 4 and 8); for WSP also its mean candidate count, engine
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="8 prompts x 16 tokens (default 32 x 64)")
     ap.add_argument("--prompts", type=int, default=None)
     ap.add_argument("--max-tokens", type=int, default=None)
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtype", default="auto", help="auto (the harness default), bfloat16 or float32")
     ap.add_argument("--block-size", type=int, default=32, help="KV block size (prefix caching reuses whole blocks)")
     ap.add_argument("--measure-nucleus", action="store_true")
     ap.add_argument("--only", default="", help="comma list of greedy,top_p,beam4,beam4_tail,wsp4,wsp8,wsp8_no_tail")
@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   "seed": 0, "block_size": args.block_size, "enable_prefix_caching": True},
                     cpu_cores=core_share(0, 1))
     prompts = [engine.encode(t) for t in load_prompts(n)]
-    results: dict = {"prompts": len(prompts), "max_tokens": max_tokens, "dtype": args.dtype,
+    results: dict = {"prompts": len(prompts), "max_tokens": max_tokens, "dtype": engine.dtype,
+                     "cpu": engine.info()["cpu"],
                      "load_s": round(engine.load_seconds, 1)}
     # warm-up
     engine.generate(prompts[:2], [engine.sampling_params(max_tokens=2, temperature=0.0)] * 2)

@@ -15,7 +15,7 @@ from harness.errors import DecevalError
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from harness.config import load_config
-    from harness.runner import format_table, run, summarize
+    from harness.runner import describe_engines, format_table, run, summarize
 
     cfg = load_config(args.config)
     if args.output_dir:
@@ -24,6 +24,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     outcome = run(cfg, address=args.address, run_id=args.resume, verbose=args.verbose, progress=not args.no_progress)
     print(f"\nreport: {outcome.run_dir}  ({outcome.units_done} unit(s) run, {outcome.units_skipped} skipped, "
           f"{len(outcome.units_failed)} failed, {outcome.seconds:.1f} s)")
+    if outcome.engines:
+        print(describe_engines(outcome.engines))
     print(format_table(summarize(outcome.run_dir)))
     if outcome.units_failed:
         print(f"\n{len(outcome.units_failed)} unit(s) failed after retries:", file=sys.stderr)
@@ -84,6 +86,11 @@ def _cmd_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from harness.doctor import run_doctor
+    return run_doctor(probe=args.probe)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deceval", description="Evaluate LLM decoding strategies on vLLM engines in Ray actors; "
                                                             "every sample, metric and cost lands in Parquet.")
@@ -113,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--force", action="store_true", help="convert again even when the cache is complete")
     msub.add_parser("list", help="list built-in models")
     m.set_defaults(func=_cmd_models, models_cmd="list")
+
+    d = sub.add_parser("doctor", help="check the install and this machine: CPU, cores, GPUs, torch/vLLM/Ray, engine "
+                                      "defaults, models, sandbox; exit 1 when broken")
+    d.add_argument("--probe", action="store_true", help="also start an engine on the default model and measure tokens/s")
+    d.set_defaults(func=_cmd_doctor)
 
     pr = sub.add_parser("prompts", help="list built-in prompt sets")
     pr.set_defaults(func=_cmd_prompts)

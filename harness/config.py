@@ -31,7 +31,9 @@ class _Strict(BaseModel):
 class EngineOptions(_Strict):
     """vLLM engine settings. On the CPU the KV cache lives in RAM (kv_cache_gib)."""
 
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="auto: bfloat16 on a CPU with native bf16 (AVX512_BF16, AMX), float32 on other CPUs, "
+        "the model's own dtype on a GPU (harness.hardware)")
     max_model_len: int = Field(2048, ge=16, description="context length (prompt + completion)")
     block_size: int = Field(32, ge=16, description="KV-cache block size; a multiple of 32 on the CPU")
     enable_prefix_caching: bool = True
@@ -44,7 +46,7 @@ class EngineOptions(_Strict):
     seed: int = Field(0, ge=0)
     enforce_eager: bool = True
     max_num_seqs: int | None = Field(None, ge=1)
-    cpu_cores: str | None = Field(None, description="cores to bind, e.g. '0-1'; default: this replica's even share of the node's cores")
+    cpu_cores: str | None = Field(None, pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$", description="cores to bind, e.g. '0-1'; default: this replica's even share of the node's cores")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from harness.config import EngineOptions
+from harness.hardware import cpu_info, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,6 @@ class GenOutput:
     latency_s: float | None
     error: str | None = None
     token_logprobs: list[float] | None = None  # with SamplingParams(logprobs=0): raw logprob per token
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def core_share(replica_index: int, replicas_on_node: int, cores: Sequence[int] | None = None) -> str:
@@ -72,10 +66,12 @@ class Engine:
             if self.cpu_cores:
                 os.environ["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_cores
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(options.kv_cache_gib)
+        #: The dtype asked of vLLM: ``options.dtype``, with ``auto`` resolved by harness.hardware.
+        self.dtype = resolve_dtype(options.dtype, self.device)
         from vllm import LLM
 
         kwargs: dict[str, Any] = dict(
-            model=model_path, dtype=options.dtype, max_model_len=options.max_model_len,
+            model=model_path, dtype=self.dtype, max_model_len=options.max_model_len,
             block_size=options.block_size, enable_prefix_caching=options.enable_prefix_caching,
             seed=options.seed, enforce_eager=options.enforce_eager,
             tensor_parallel_size=options.tensor_parallel_size, max_logprobs=-1,
@@ -149,6 +145,18 @@ class Engine:
             except Exception:  # noqa: BLE001 - best effort; the process tree dies with us anyway
                 pass
 
+    def engine_dead(self) -> bool:
+        """True once vLLM's engine-core process is gone (vLLM's own liveness monitor marks
+        the client within about a second; a synchronous ``generate`` may wait for ever)."""
+        client = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        resources = getattr(client, "resources", None)
+        if resources is None:
+            return self.llm is None
+        if getattr(resources, "engine_dead", False):
+            return True
+        manager = getattr(resources, "engine_manager", None)
+        return any(p.exitcode is not None for p in getattr(manager, "processes", ()) or ())
+
     @staticmethod
     def _detect_device(device: str) -> str:
         if device != "auto":
@@ -189,6 +197,10 @@ class Engine:
             "num_hidden_layers": getattr(text_cfg, "num_hidden_layers", None),
             "load_seconds": round(self.load_seconds, 2), "vllm_version": vllm.__version__,
             "pid": os.getpid(), "tail_cache_slots": self.tail_cache_slots,
+            # What ``dtype: auto`` became, and the CPU it was decided on.
+            "dtype_requested": self.options.dtype,
+            "dtype": str(self.llm.llm_engine.model_config.dtype).removeprefix("torch."),
+            "cpu": cpu_info().as_dict() if self.device == "cpu" else None,
         }
 
     # ---- generation -----------------------------------------------------------------------

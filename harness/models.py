@@ -230,7 +230,7 @@ def folder_size(path: Path | str) -> int:
     return total
 
 
-def _human(n: int) -> str:
+def human_size(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
@@ -445,7 +445,7 @@ def _convert(spec: ModelSpec, gguf: Path, out: Path, log: Log) -> None:
     from transformers import AutoTokenizer
 
     t0 = time.monotonic()
-    log(f"deceval: {spec.name}: converting {gguf.name} ({_human(gguf.stat().st_size)}) with transformers")
+    log(f"deceval: {spec.name}: converting {gguf.name} ({human_size(gguf.stat().st_size)}) with transformers")
     model = _load_dequantized(gguf.parent, gguf.name, torch.bfloat16)
     _clear_quantization(model)
     model.save_pretrained(out, safe_serialization=True)
@@ -528,7 +528,7 @@ def _prepare(name: str, cache_dir: Path | str | None, force: bool, log: Log) -> 
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         log(
-            f"deceval: {spec.name}: ready at {target} ({_human(folder_size(target))}, "
+            f"deceval: {spec.name}: ready at {target} ({human_size(folder_size(target))}, "
             f"{time.monotonic() - t0:.1f} s); check: {check['output']!r}"
         )
         return target, False
@@ -671,6 +671,6 @@ def main_prepare(names: list[str], *, force: bool = False) -> int:
             rc = 1
             continue
         secs = time.monotonic() - t0
-        line = f"{name}\t{path}\t{_human(folder_size(path))}\t{secs:.1f} s"
+        line = f"{name}\t{path}\t{human_size(folder_size(path))}\t{secs:.1f} s"
         print(line + ("\t(cached)" if cached else ""), flush=True)
     return rc

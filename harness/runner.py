@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from harness.config import RunConfig
+from harness.hardware import cpu_info
 from harness.plan import WorkUnit, make_plan
 from harness.prompts import load_prompt_set
 from harness.report import (git_revision, now_iso, package_versions, read_samples, sample_schema, unit_done,
@@ -29,6 +30,8 @@ class RunOutcome:
     units_done: int
     units_failed: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    #: per model: the dtype its engines ran in and the CPU they decided it on (from the units)
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -40,6 +43,13 @@ def _metric_names(cfg: RunConfig) -> list[str]:
     return list(cfg.metrics) if cfg.metrics is not None else default_metrics()
 
 
+_RAY_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _drop_token_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
 def start_ray(address: str | None, verbose: bool) -> None:
     import ray
     if ray.is_initialized():
@@ -49,7 +59,11 @@ def start_ray(address: str | None, verbose: bool) -> None:
     if address:
         ray.init(address=address, log_to_driver=verbose, runtime_env={"env_vars": env})
     else:
-        from harness.engine import cpu_count
+        from harness.hardware import cpu_count
+        # Ray turns token auth on for a new local cluster (the token lives in ~/.ray/auth_token)
+        # and says so on every start; on an embedded, loopback-only Ray that notice asks the
+        # user nothing, so it is dropped (auth stays on).
+        logging.getLogger(_RAY_TOKEN_LOGGER).addFilter(_drop_token_notice)
         # address="local": always a fresh embedded instance, never a `ray start` cluster (or a
         # stale /tmp/ray/ray_current_cluster) that happens to be on this machine.
         ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False, log_to_driver=verbose,
@@ -57,9 +71,63 @@ def start_ray(address: str | None, verbose: bool) -> None:
                  logging_level=logging.INFO if verbose else logging.WARNING)
 
 
-def start_pools(cfg: RunConfig, model_paths: dict[str, tuple[str, bool]], models_needed: set[str]) -> dict[str, list[Any]]:
+class KeptEngines:
+    """Engine actors kept loaded after a run, for the next run in this process to reuse
+    (``run(..., keep_engines=True)``): the test suite, notebooks and tuning loops run many
+    small configs, and an engine start costs 30-50 s on a CPU.
+
+    Invariants: an actor is reused only for the same model folder, engine options, core
+    binding and BOS setting (its ``key``), and only within the Ray session that created
+    it. When a run starts its pools, kept actors it does not reuse are killed first, so
+    their Ray CPU reservations never keep the new actors from being placed; so this holds
+    the actors of the last run only. ``release()`` kills them all.
+    """
+
+    def __init__(self) -> None:
+        self.actors: dict[tuple, Any] = {}  # key -> live actor handle kept from the last run
+        self.session: str | None = None  # the Ray session those handles belong to
+
+    @staticmethod
+    def _current_session() -> str:
+        import ray
+        return ray.get_runtime_context().get_node_id()  # new for every Ray start
+
+    def take(self, wanted: list[tuple]) -> dict[tuple, Any]:
+        """The kept actors whose keys are wanted (removed from the cache); the rest are killed."""
+        if self.session != self._current_session():
+            self.actors = {}  # handles of a Ray that was shut down: nothing to kill or reuse
+        taken = {k: self.actors.pop(k) for k in wanted if k in self.actors}
+        self.release()
+        return taken
+
+    def keep(self, actors: dict[tuple, Any]) -> None:
+        self.session = self._current_session()
+        self.actors.update(actors)
+
+    def release(self) -> None:
+        import ray
+        for actor in self.actors.values():
+            ray.kill(actor)
+        self.actors = {}
+
+
+KEPT = KeptEngines()
+
+
+def cores_of(binding: str) -> int:
+    """Cores in a binding such as '0-1', '2' or '0,2-3'."""
+    n = 0
+    for part in binding.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
+def start_pools(cfg: RunConfig, model_paths: dict[str, tuple[str, bool]], models_needed: set[str],
+                keep_engines: bool = False) -> tuple[dict[str, list[Any]], dict[tuple, Any]]:
     """One actor per model replica. On CPU nodes each replica is bound to its own share of
-    the cores; on GPUs each replica asks Ray for tensor_parallel_size GPUs."""
+    the cores; on GPUs each replica asks Ray for tensor_parallel_size GPUs. Returns the pools
+    and every actor by its reuse key (see :class:`KeptEngines`)."""
     import ray
 
     from harness.engine import core_share
@@ -68,13 +136,13 @@ def start_pools(cfg: RunConfig, model_paths: dict[str, tuple[str, bool]], models
     gpus = ray.cluster_resources().get("GPU", 0)
     total_replicas = sum(m.replicas for m in cfg.models if m.name in models_needed)
     node_cpus = ray.cluster_resources().get("CPU", 1)
-    pools: dict[str, list[Any]] = {}
+    plans: list[tuple[str, tuple, dict[str, Any], tuple]] = []  # model, key, actor options, constructor args
+    seen: dict[tuple, int] = {}
     index = 0
     for m in cfg.models:
         if m.name not in models_needed:
             continue
         path, needs_bos = model_paths[m.name]
-        pools[m.name] = []
         for _ in range(m.replicas):
             opts: dict[str, Any] = {"max_restarts": 3, "max_task_retries": 0}
             cores = None
@@ -92,17 +160,35 @@ def start_pools(cfg: RunConfig, model_paths: dict[str, tuple[str, bool]], models
                     opts.update(num_gpus=0, num_cpus=0, scheduling_strategy=PlacementGroupSchedulingStrategy(
                         pg, placement_group_capture_child_tasks=True))
             else:
-                # vLLM pins its own threads; the Ray CPU count only keeps replicas apart.
+                # vLLM pins its own threads; the Ray CPU count only keeps replicas apart: the
+                # cores the replica is bound to, or its share when replicas outnumber cores.
                 cores = core_share(index, total_replicas) if not m.engine.cpu_cores else None
-                opts["num_cpus"] = max(0.01, node_cpus / total_replicas)
-            actor = EngineActor.options(**opts).remote(path, m.engine.model_dump(), cores, needs_bos)
-            pools[m.name].append(actor)
+                opts["num_cpus"] = max(0.01, min(cores_of(cores or m.engine.cpu_cores), node_cpus / total_replicas))
+            # The engine binds options.cpu_cores, else the share given here: the key holds the
+            # binding it will really have; a count tells replicas with equal keys apart.
+            base = (path, json.dumps(m.engine.model_dump(exclude={"cpu_cores"}), sort_keys=True),
+                    m.engine.cpu_cores or cores, needs_bos, gpus > 0)
+            seen[base] = seen.get(base, -1) + 1
+            key = (*base, seen[base])
+            plans.append((m.name, key, opts, (path, m.engine.model_dump(), cores, needs_bos)))
             index += 1
-    return pools
+    reused = KEPT.take([key for _, key, _, _ in plans]) if keep_engines else {}
+    if not keep_engines:
+        KEPT.release()
+    pools: dict[str, list[Any]] = {}
+    actors: dict[tuple, Any] = {}
+    for name, key, opts, args in plans:
+        actor = reused.pop(key, None) or EngineActor.options(**opts).remote(*args)
+        pools.setdefault(name, []).append(actor)
+        actors[key] = actor
+    return pools, actors
 
 
 def run(cfg: RunConfig, *, address: str | None = None, run_id: str | None = None, out: TextIO = sys.stdout,
-        verbose: bool = False, progress: bool = True) -> RunOutcome:
+        verbose: bool = False, progress: bool = True, keep_engines: bool = False) -> RunOutcome:
+    """Run every pending unit of ``cfg``; write the report. ``keep_engines`` keeps the engine
+    actors loaded after the run, and reuses those of an earlier run in this process where
+    model, engine options and cores match (:class:`KeptEngines`)."""
     t_start = time.perf_counter()
     started_at = now_iso()
     run_id = run_id or cfg.run_id
@@ -133,6 +219,7 @@ def run(cfg: RunConfig, *, address: str | None = None, run_id: str | None = None
         "run_id": run_id, "run_name": cfg.run_name, "description": cfg.description, "config_source": cfg.source,
         "config": cfg.raw, "config_hash": cfg.config_hash, "git_revision": git_revision(),
         "packages": package_versions(), "started_at": started_at, "status": "running",
+        "host": {"cpu": cpu_info().as_dict()},
         "models": {m.name: {"ref": m.ref, "path": model_paths[m.name][0], "replicas": m.replicas,
                             "engine": m.engine.model_dump(), "architecture": architectures[m.name],
                             "capacity": model_capacity(architectures[m.name]) if architectures[m.name] else None}
@@ -146,13 +233,45 @@ def run(cfg: RunConfig, *, address: str | None = None, run_id: str | None = None
 
     outcome = RunOutcome(run_id, run_dir, len(units), skipped, 0)
     if pending:
-        _execute(cfg, pending, model_paths, run_dir, run_id, schema, metric_names, outcome, address, verbose, progress, out)
+        _execute(cfg, pending, model_paths, run_dir, run_id, schema, metric_names, outcome, address, verbose, progress,
+                 out, keep_engines)
 
     outcome.seconds = time.perf_counter() - t_start
+    _resolved_engines(run_dir, units, outcome)
+    for name, resolved in outcome.engines.items():
+        run_meta["models"][name]["resolved"] = resolved
     run_meta.update(status="complete" if outcome.ok else "failed", finished_at=now_iso(),
                     seconds=round(outcome.seconds, 2), failed_units=outcome.units_failed)
     write_run_json(run_dir, run_meta)
     return outcome
+
+
+def engine_summary(info: dict[str, Any]) -> dict[str, Any]:
+    """What a unit's engine says of its dtype and CPU, as run.json keeps it per model."""
+    return {"dtype": info.get("dtype"), "dtype_requested": info.get("dtype_requested"), "cpu": info.get("cpu")}
+
+
+def _resolved_engines(run_dir: Path, units: list[WorkUnit], outcome: RunOutcome) -> None:
+    """Fill ``outcome.engines`` for models whose units all were skipped, from their files."""
+    from harness.report import unit_meta
+    for u in units:
+        if u.model not in outcome.engines:
+            info = (unit_meta(run_dir / "samples" / u.relpath) or {}).get("engine") or {}
+            if info.get("dtype"):
+                outcome.engines[u.model] = engine_summary(info)
+
+
+def describe_engines(engines: dict[str, dict[str, Any]]) -> str:
+    """One line per model: 'smollm2-135m: bfloat16 (dtype auto) on AMD EPYC (AVX-512, ...)'."""
+    from harness.hardware import CpuInfo
+    lines = []
+    for model, e in sorted(engines.items()):
+        cpu = e.get("cpu")
+        where = "on a GPU"
+        if cpu:
+            where = "on " + CpuInfo(cpu["model"], frozenset(cpu["flags"]), cpu["cores"], cpu.get("isa_cap")).describe()
+        lines.append(f"{model}: {e.get('dtype')} (dtype {e.get('dtype_requested')}) {where}")
+    return "\n".join(lines)
 
 
 def _check_resumable(run_dir: Path, units: list[WorkUnit]) -> None:
@@ -179,14 +298,14 @@ def _architecture(path: Any) -> dict[str, Any] | None:
 
 def _execute(cfg: RunConfig, pending: list[WorkUnit], model_paths, run_dir: Path, run_id: str, schema,
              metric_names: list[str], outcome: RunOutcome, address: str | None, verbose: bool, progress: bool,
-             out: TextIO) -> None:
+             out: TextIO, keep_engines: bool) -> None:
     from tqdm import tqdm
 
     from harness.metrics import score_rows
     from harness.scheduler import Scheduler
 
     start_ray(address, verbose)
-    pools = start_pools(cfg, model_paths, {u.model for u in pending})
+    pools, actors = start_pools(cfg, model_paths, {u.model for u in pending}, keep_engines)
     bar = tqdm(total=sum(u.expected_rows for u in pending), unit="sample", desc="generating",
                disable=not progress, file=out, dynamic_ncols=True)
 
@@ -197,6 +316,7 @@ def _execute(cfg: RunConfig, pending: list[WorkUnit], model_paths, run_dir: Path
         write_unit(run_dir, unit.relpath, result.rows, schema,
                    {"unit_id": unit.id, "rows": len(result.rows), "gen_seconds": result.gen_seconds,
                     "generated_tokens": result.generated_tokens, "engine": result.engine_info})
+        outcome.engines.setdefault(unit.model, engine_summary(result.engine_info))
         outcome.units_done += 1
         bar.update(len(result.rows))
 
@@ -213,10 +333,9 @@ def _execute(cfg: RunConfig, pending: list[WorkUnit], model_paths, run_dir: Path
         Scheduler(pools, max_in_flight=2, unit_timeout_s=timeout).run(pending, on_done, on_failed)
     finally:
         bar.close()
-        import ray
-        for actors in pools.values():
-            for a in actors:
-                ray.kill(a)
+        KEPT.keep(actors)
+        if not keep_engines:
+            KEPT.release()
 
 
 # ---- summary ------------------------------------------------------------------------------------

@@ -1,4 +1,13 @@
-"""Shared fixtures. The real engine is expensive (~30 s to start): one per test session."""
+"""Shared fixtures. A real engine is expensive (30-50 s to start, and generation on a CPU
+without AVX-512 is several times slower), so the session starts as few as it can:
+
+- ``engine``: ONE in-process float32 engine for every engine test module (float32 because
+  the exactness tests need it on both sides, and because it is the fast dtype on CPUs
+  without native bf16);
+- ``ray_local``: one embedded Ray for every test that runs units through actors;
+- ``small_report``: one real report (a quickstart-sized run through Ray), read by the run,
+  leaderboard and summary tests alike.
+"""
 
 from __future__ import annotations
 
@@ -24,19 +33,48 @@ def smollm2_path() -> str:
 
 @pytest.fixture(scope="session")
 def engine(smollm2_path):
-    """The shared bf16 SmolLM2 engine, in this process (no Ray), bound to every core."""
+    """The shared float32 SmolLM2 engine, in this process (no Ray), bound to every core."""
     from harness.engine import Engine, core_share
-    eng = Engine(smollm2_path, {"dtype": "bfloat16", "max_model_len": 1024, "kv_cache_gib": 2, "seed": 0},
-                 cpu_cores=core_share(0, 1))
+    eng = Engine(smollm2_path, {"dtype": "float32", "max_model_len": 1024, "kv_cache_gib": 1, "seed": 0,
+                                "block_size": 32, "enable_prefix_caching": True}, cpu_cores=core_share(0, 1))
     yield eng
     eng.close()
 
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """An embedded local Ray for the session."""
+    """An embedded local Ray for the session (the runner reuses a started Ray)."""
     import ray
     from harness.runner import start_ray
     start_ray(None, verbose=False)
     yield ray
     ray.shutdown()
+
+
+def quickstart_sized(out_dir) -> dict:
+    """The quickstart's shape, small: every native strategy, a grid, several samples."""
+    return {
+        "run_name": "qs-test",
+        "models": ["smollm2-135m"],
+        "engine": {"max_model_len": 1024, "kv_cache_gib": 1},
+        "prompt_sets": [{"name": "tiny"}, {"name": "facts", "limit": 4}],
+        "chat": True,
+        "strategies": [{"name": "greedy"}, {"name": "temperature", "temperature": 0.7},
+                       {"name": "top_k", "top_k": 40}, {"name": "top_p", "top_p": [0.9, 0.95]},
+                       {"name": "min_p", "min_p": 0.1, "samples_per_prompt": 3}],
+        "generation": {"max_tokens": 16, "samples_per_prompt": 2, "seed": 0},
+        "output": {"dir": str(out_dir)},
+    }
+
+
+@pytest.fixture(scope="session")
+def small_report(tmp_path_factory, ray_local):
+    """One real run of :func:`quickstart_sized` through Ray: (config, outcome, printed text)."""
+    import io
+
+    from harness.config import resolve_config
+    from harness.runner import run
+    cfg = resolve_config(quickstart_sized(tmp_path_factory.mktemp("small-report")), "test-config")
+    out = io.StringIO()
+    outcome = run(cfg, out=out, progress=False)
+    return cfg, outcome, out.getvalue()

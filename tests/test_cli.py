@@ -15,14 +15,15 @@ def test_help_lists_commands(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ("run", "validate", "strategies", "models", "prompts"):
+    for cmd in ("run", "validate", "strategies", "models", "prompts", "doctor"):
         assert cmd in out
 
 
 def test_validate_quickstart(capsys):
     assert main(["validate", "configs/quickstart.yaml"]) == 0
     out = capsys.readouterr().out
-    assert "valid" in out and "top_p(top_p=0.9)" in out and "facts (77)" in out
+    assert "valid" in out and "top_p(top_p=0.9)" in out and "facts (40)" in out and "open_ended (12)" in out
+    assert "units: 7; rows: 364" in out  # sized to finish in minutes on a CPU without AVX-512
 
 
 def test_bad_config_exits_2_with_message_and_no_traceback(tmp_path):
@@ -40,3 +41,20 @@ def test_strategies_and_prompts_listings(capsys):
     assert "top_p  [native, seeded]" in out and "top_p = 0.9" in out
     assert main(["prompts"]) == 0
     assert "facts  (77 prompts, with references)" in capsys.readouterr().out
+
+
+def test_embedded_ray_start_prints_no_token_notice():
+    """A local run's embedded Ray keeps token auth on without telling the user about it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("from harness.runner import start_ray; start_ray(None, verbose=False); "
+            "from ray._raylet import AuthenticationMode, get_authentication_mode; "
+            "print('auth on:', get_authentication_mode() == AuthenticationMode.TOKEN); import ray; ray.shutdown()")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, env=env,
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Token authentication" not in res.stderr + res.stdout and "RAY_AUTH_MODE" not in res.stderr
+    assert res.stdout.strip() == "auth on: True"

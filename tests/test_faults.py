@@ -1,5 +1,5 @@
 """Reliability on the real engine (SmolLM2-135M; gemma3-270m for the two-model run), with
-embedded Ray on this machine. Kept tiny: a dozen units of a few tokens each.
+the session's embedded Ray (conftest ``ray_local``). Kept tiny: a dozen units of a few tokens each.
 
 - two engine replicas write the same rows as one (seeds do not depend on the actor);
 - a two-model run loads each model once and sends every unit to its own model's actor;
@@ -51,7 +51,7 @@ def write_config(tmp: Path, *, replicas: int = 1, cores: str | None = None,
     tmp.mkdir(parents=True, exist_ok=True)
     pfile = tmp / "faultset.jsonl"
     pfile.write_text("".join(json.dumps(p) + "\n" for p in prompts))
-    engine = {"dtype": "bfloat16", "max_model_len": 256, "kv_cache_gib": 1, "block_size": 32}
+    engine = {"dtype": "auto", "max_model_len": 256, "kv_cache_gib": 1, "block_size": 32}
     if cores:
         engine["cpu_cores"] = cores
     cfg = {
@@ -93,32 +93,30 @@ def unit_metas(run_dir: Path) -> list[dict]:
     return [unit_meta(p) for p in sorted((run_dir / "samples").rglob("*.parquet"))]
 
 
-@pytest.fixture()
-def fresh_ray():
-    """Embedded Ray for one test (the runner starts it), shut down after."""
-    import ray
-    yield
-    ray.shutdown()
-
-
 def _run(cfg_path: Path):
+    """One run; its engine actors stay loaded for the next run of this module that binds the
+    same cores (each start costs 30-50 s), and are released at the module's end."""
     from harness.config import load_config
     from harness.report import read_samples
     from harness.runner import run
     cfg = load_config(cfg_path)
-    outcome = run(cfg, progress=False)
+    outcome = run(cfg, progress=False, keep_engines=True)
     return cfg, outcome, read_samples(outcome.run_dir)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_kept_engines():
+    yield
+    from harness.runner import KEPT
+    if KEPT.actors:
+        KEPT.release()
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, ray_local):
     """The undisturbed run: one engine bound to core 0 (the same thread count as each
     replica of a two-replica run, so the numerics match)."""
-    import ray
-    try:
-        cfg, outcome, df = _run(write_config(tmp_path_factory.mktemp("ref"), cores="0"))
-    finally:
-        ray.shutdown()
+    cfg, outcome, df = _run(write_config(tmp_path_factory.mktemp("ref"), cores="0"))
     assert outcome.ok, outcome.units_failed
     assert_exactly_once(df, cfg)
     return canon(df)
@@ -143,7 +141,7 @@ def test_bad_prompts_become_error_rows(reference):
 
 
 @engine
-def test_two_replicas_write_the_same_rows_as_one(reference, tmp_path, fresh_ray):
+def test_two_replicas_write_the_same_rows_as_one(reference, tmp_path, ray_local):
     cfg, outcome, df = _run(write_config(tmp_path, replicas=2))
     assert outcome.ok
     assert_exactly_once(df, cfg)
@@ -155,7 +153,7 @@ def test_two_replicas_write_the_same_rows_as_one(reference, tmp_path, fresh_ray)
 
 
 @engine
-def test_two_models_load_once_and_keep_affinity(tmp_path, fresh_ray):
+def test_two_models_load_once_and_keep_affinity(tmp_path, ray_local):
     from harness.models import prepare
     prepare("gemma3-270m")  # converted once (about a minute), cached after
     cfg, outcome, df = _run(write_config(tmp_path, models=("smollm2-135m", "gemma3-270m"), prompts=GOOD[:4]))
@@ -223,7 +221,7 @@ def _reap(procs: list, timeout: float = 30) -> list[int]:
 
 @engine
 @pytest.mark.parametrize("target", ["actor", "engine_core"])
-def test_engine_killed_mid_run_every_row_exactly_once(reference, tmp_path, fresh_ray, target, monkeypatch):
+def test_engine_killed_mid_run_every_row_exactly_once(reference, tmp_path, ray_local, target, monkeypatch):
     from harness.config import load_config
     # A killed engine core can leave the actor's generate() waiting for ever: the scheduler's
     # unit timeout restarts such an actor. Units here take seconds.
@@ -250,7 +248,7 @@ def test_engine_killed_mid_run_every_row_exactly_once(reference, tmp_path, fresh
 
 
 @engine
-def test_driver_killed_mid_run_rerun_resumes(reference, tmp_path, fresh_ray):
+def test_driver_killed_mid_run_rerun_resumes(reference, tmp_path, ray_local):
     from harness.config import load_config
     cfg_path = write_config(tmp_path, cores="0")
     cfg = load_config(cfg_path)

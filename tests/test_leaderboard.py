@@ -1,4 +1,4 @@
-"""Leaderboards: built on a real report (a run of configs/quickstart.yaml, or DECEVAL_TEST_REPORT),
+"""Leaderboards: built on a real report (the session's small real run, or DECEVAL_TEST_REPORT),
 ranked in each metric's direction; the HTML page checked in headless Chromium."""
 
 from __future__ import annotations
@@ -21,20 +21,19 @@ from test_regression import GOOD, make_report  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def real_report(tmp_path_factory) -> Path:
+def real_report(request) -> Path:
     """A real report: DECEVAL_TEST_REPORT when set (reports/<run_id> of a quickstart or smoke
-    run), else a fresh run of configs/quickstart.yaml (starts the engine: ~2-3 min)."""
+    run), else the session's small real run (conftest ``small_report``: six native strategy
+    configs through Ray on the real engine)."""
     given = os.environ.get("DECEVAL_TEST_REPORT")
     if given:
         return Path(given)
-    out = tmp_path_factory.mktemp("reports")
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(ROOT / "configs" / "quickstart.yaml"),
-                          "--output-dir", str(out), "--no-progress"], capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    [run_dir] = [d for d in out.iterdir() if (d / "run.json").exists()]
-    return run_dir
+    _cfg, outcome, _out = request.getfixturevalue("small_report")
+    assert outcome.ok, outcome.units_failed
+    return outcome.run_dir
 
 
+@pytest.mark.engine
 def test_leaderboard_on_real_report_ranks_in_each_direction(real_report):
     lb = build_leaderboard([real_report], n_boot=500)
     t = lb.table
@@ -57,6 +56,7 @@ def test_leaderboard_on_real_report_ranks_in_each_direction(real_report):
     assert "dependency length" in md and "| rep_2 |" in md.replace("| rep_2 | lower", "| rep_2 |")
 
 
+@pytest.mark.engine
 def test_leaderboard_cli_writes_files(real_report, tmp_path, capsys):
     assert main(["leaderboard", str(real_report), "--out", str(tmp_path / "lb"), "--n-boot", "200"]) == 0
     assert "# Decoding-strategy leaderboard" in capsys.readouterr().out
@@ -114,6 +114,7 @@ def _chromium() -> tuple[str, str]:
     return browser, driver
 
 
+@pytest.mark.engine
 def test_html_loads_without_console_errors_and_shows_tables_and_images(real_report, tmp_path):
     pytest.importorskip("selenium")
     browser, driver_path = _chromium()

