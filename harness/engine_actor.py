@@ -28,20 +28,28 @@ class EngineActor:
         self.engine = Engine(model_path, options, cpu_cores=cpu_cores, needs_bos=needs_bos)
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="unit")  # runs one unit at a time
 
+    @staticmethod
+    def _engine_dead(unit: WorkUnit) -> Exception:
+        from vllm.v1.engine.exceptions import EngineDeadError
+        return EngineDeadError(f"a vLLM process of this actor's engine died while running unit {unit.id}")
+
     def info(self) -> dict[str, Any]:
         return self.engine.info()
 
     def run_unit(self, unit: WorkUnit) -> UnitResult:
         future = self._worker.submit(execute_unit, self.engine, unit)
-        while True:
-            try:
-                result = future.result(timeout=WATCH_S)
-                break
-            except concurrent.futures.TimeoutError:
-                if self.engine.engine_dead():
-                    from vllm.v1.engine.exceptions import EngineDeadError
-                    raise EngineDeadError(f"the vLLM engine-core process of this actor died while running unit "
-                                          f"{unit.id}") from None
+        while not future.done():
+            concurrent.futures.wait([future], timeout=WATCH_S)
+            if not future.done() and self.engine.engine_dead():
+                raise self._engine_dead(unit)
+        try:
+            result = future.result()
+        except Exception as exc:
+            if self.engine.engine_dead():  # the unit failed because the engine went away
+                raise self._engine_dead(unit) from exc
+            raise
+        if self.engine.engine_dead():  # rows made while the engine died are not the unit's rows
+            raise self._engine_dead(unit)
         info = self.engine.info()
         result.engine_info = {k: info[k] for k in ("pid", "cpu_cores", "model_path", "dtype", "dtype_requested", "cpu")}
         return result

@@ -10,8 +10,9 @@ after that the unit is reported as failed and the run goes on.
 
 Two failure modes need more than Ray's own restart:
 
-- the vLLM engine-core process dies but the actor process lives on: every later call
-  raises ``EngineDeadError`` inside the actor. The scheduler kills such an actor with
+- a vLLM process of the engine (its model worker, or its engine core where vLLM runs one)
+  dies but the actor process lives on: the actor notices within a second and raises
+  ``EngineDeadError`` (``harness.engine_actor``). The scheduler kills such an actor with
   ``ray.kill(no_restart=False)`` so that Ray restarts it with a fresh engine;
 - a unit can hang rather than fail (a vLLM engine core killed under a synchronous ``LLM``
   was seen to leave ``generate`` waiting for ever): with ``unit_timeout_s`` a unit that

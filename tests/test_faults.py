@@ -175,9 +175,14 @@ def test_two_models_load_once_and_keep_affinity(tmp_path, ray_local):
 # ---- faults ----------------------------------------------------------------------------------
 
 
+#: vLLM's own processes under an engine actor: the model worker (and the engine core, where
+#: vLLM runs it in a process of its own: VLLM_ENABLE_V1_MULTIPROCESSING=1).
+ENGINE_PROCESS_TAGS = ("EngineCore", "VLLM::Worker")
+
+
 class Killer(threading.Thread):
     """Once the first unit file is written, SIGKILL the process of the engine actor that
-    wrote it ("actor"), or that actor's vLLM engine-core process ("engine_core")."""
+    wrote it ("actor"), or that actor's vLLM engine processes ("engine_core")."""
 
     def __init__(self, run_dir: Path, target: str) -> None:
         super().__init__(daemon=True)
@@ -198,7 +203,8 @@ class Killer(threading.Thread):
                     victims = [actor]
                     self.doomed = [actor, *kids]
                 else:
-                    victims = [p for p in kids if "EngineCore" in " ".join(p.cmdline()) or "EngineCore" in p.name()]
+                    victims = [p for p in kids if any(tag in " ".join(p.cmdline()) or tag in p.name()
+                                                      for tag in ENGINE_PROCESS_TAGS)]
                     victims = victims or kids[:1]
                     self.doomed = [actor, *kids]  # the scheduler restarts the whole actor
                 for p in victims:
