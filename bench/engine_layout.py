@@ -1,9 +1,10 @@
-"""vLLM's engine core in the engine's own process (the harness's CPU default) against vLLM's
-default layout (engine core in a process of its own), side by side: engine start time and
-greedy tokens/s of SmolLM2-135M on this CPU.
+"""``engine.engine_core_process``: vLLM's engine core in a process of its own (vLLM's layout,
+the default) against in the engine's process (``false``, one process start fewer), side by
+side: engine start time and greedy tokens/s of SmolLM2-135M on this CPU.
 
-The layout is process-wide (``VLLM_ENABLE_V1_MULTIPROCESSING``), so each measurement runs
-in a fresh child process; the two layouts alternate, repetition by repetition.
+The layout is process-wide (vLLM reads ``VLLM_ENABLE_V1_MULTIPROCESSING``), so each
+measurement runs in a fresh child process; the two layouts alternate, repetition by
+repetition.
 
     python bench/engine_layout.py             # 32 prompts x 64 tokens, 2 repetitions
     python bench/engine_layout.py --quick     # 16 x 32, 1 repetition
@@ -23,16 +24,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-LAYOUTS = {"in-process engine core": "0", "engine-core process (vLLM default)": "1"}
+LAYOUTS = {"in-process engine core": False, "engine-core process (default)": True}
 
 
-def child(n_prompts: int, max_tokens: int) -> None:
+def child(n_prompts: int, max_tokens: int, core_process: int) -> None:
     from vllm import SamplingParams
 
     from harness.engine import Engine, core_share
     from harness.models import prepare
     t0 = time.perf_counter()
-    eng = Engine(str(prepare("smollm2-135m")), {"max_model_len": 1024, "kv_cache_gib": 1}, cpu_cores=core_share(0, 1))
+    eng = Engine(str(prepare("smollm2-135m")), {"max_model_len": 1024, "kv_cache_gib": 1,
+                                                "engine_core_process": bool(core_process)}, cpu_cores=core_share(0, 1))
     start = time.perf_counter() - t0
     ids = [eng.encode(f"Question {i}: name a city and say why it is worth a visit.", chat=True) for i in range(n_prompts)]
     sp = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
@@ -47,7 +49,7 @@ def child(n_prompts: int, max_tokens: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(*args.child)
@@ -57,8 +59,9 @@ def main() -> int:
     runs: dict[str, list[dict]] = {k: [] for k in LAYOUTS}
     for rep in range(reps):
         for name in (list(LAYOUTS) if rep % 2 == 0 else list(LAYOUTS)[::-1]):
-            env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING=LAYOUTS[name], VLLM_LOGGING_LEVEL="ERROR")
-            res = subprocess.run([sys.executable, __file__, "--child", str(n), str(tokens)], cwd=ROOT, env=env,
+            env = dict(os.environ, VLLM_LOGGING_LEVEL="ERROR")
+            res = subprocess.run([sys.executable, __file__, "--child", str(n), str(tokens), str(int(LAYOUTS[name]))],
+                                 cwd=ROOT, env=env,
                                  capture_output=True, text=True, timeout=900)
             line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT")]
             if res.returncode or not line:

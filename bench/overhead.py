@@ -63,16 +63,13 @@ def main() -> None:
     prompts = (load_prompt_set(PromptSetConfig("facts", None, True, None)).prompts
                + load_prompt_set(PromptSetConfig("open_ended", None, True, None)).prompts)[:n_prompts]
 
-    # Direct side: vLLM in this process, same options as the harness's Engine (on the CPU it
-    # runs vLLM's engine core in-process and the model worker in a process of its own).
+    # Direct side: vLLM in this process, same options as the harness's Engine.
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cores
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(opts.kv_cache_gib)
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     dtype = resolve_dtype(opts.dtype, "cpu")  # what the harness's engine resolves dtype auto to
     llm = LLM(model=path, dtype=dtype, max_model_len=opts.max_model_len, block_size=opts.block_size,
               enable_prefix_caching=opts.enable_prefix_caching, seed=opts.seed, enforce_eager=opts.enforce_eager,
-              max_logprobs=-1, disable_log_stats=False,
-              **({"distributed_executor_backend": "mp"} if os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" else {}))
+              max_logprobs=-1, disable_log_stats=False)
     tok = llm.get_tokenizer()
     token_prompts = []
     for p in prompts:

@@ -48,6 +48,10 @@ class EngineOptions(_Strict):
     max_num_seqs: int | None = Field(None, ge=1)
     cpu_cores: str | None = Field(None, pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$", description="cores to bind, e.g. '0-1'; default: this replica's even share of the node's cores")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    engine_core_process: bool = Field(
+        True, description="CPU: run vLLM's engine core in a process of its own (vLLM's layout); false runs it in "
+        "the engine's process, one process start fewer (bench/engine_layout.py: faster starts, a little lower "
+        "bf16 throughput)")
 
 
 class ModelEntry(_Strict):

@@ -66,11 +66,9 @@ class Engine:
             if self.cpu_cores:
                 os.environ["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_cores
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(options.kv_cache_gib)
-            # vLLM's engine core (scheduler) runs in this process and only the model worker in
-            # a process of its own: one process start fewer (SmolLM2, 2 cores: engine start
-            # 25.9 -> 17.4 s) and no busy engine-core process beside the worker on a small CPU
-            # (float32 greedy 406 -> 522 tok/s). VLLM_ENABLE_V1_MULTIPROCESSING=1 restores vLLM's.
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            # engine_core_process=False: vLLM's engine core runs in this process, the model
+            # worker in its own; read by LLM() below (process-wide, one engine per process).
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if options.engine_core_process else "0"
         #: The dtype asked of vLLM: ``options.dtype``, with ``auto`` resolved by harness.hardware.
         self.dtype = resolve_dtype(options.dtype, self.device)
         from vllm import LLM
@@ -84,8 +82,8 @@ class Engine:
         )
         if options.max_num_seqs:
             kwargs["max_num_seqs"] = options.max_num_seqs
-        if self.device == "cpu" and os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":
-            kwargs["distributed_executor_backend"] = "mp"  # the model runs in its own worker process
+        if self.device == "cpu" and not options.engine_core_process:
+            kwargs["distributed_executor_backend"] = "mp"  # the model still runs in a worker process
         if self._use_nucleus_processor():
             # Exact top-p nucleus counts inside the engine for stepwise strategies (WSP); a
             # no-op for every request that does not ask (see harness.stepwise).

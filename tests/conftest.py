@@ -4,6 +4,9 @@ without AVX-512 is several times slower), so the session starts as few as it can
 - ``engine``: ONE in-process float32 engine for every engine test module (float32 because
   the exactness tests need it on both sides, and because it is the fast dtype on CPUs
   without native bf16);
+- engines of the tests run vLLM's engine core in their own process
+  (``engine_core_process: false``): one process start fewer each (bench/engine_layout.py),
+  except where a test is about vLLM's own layout;
 - ``ray_local``: one embedded Ray for every test that runs units through actors;
 - ``small_report``: one real report (a quickstart-sized run through Ray), read by the run,
   leaderboard and summary tests alike.
@@ -36,7 +39,8 @@ def engine(smollm2_path):
     """The shared float32 SmolLM2 engine, in this process (no Ray), bound to every core."""
     from harness.engine import Engine, core_share
     eng = Engine(smollm2_path, {"dtype": "float32", "max_model_len": 1024, "kv_cache_gib": 1, "seed": 0,
-                                "block_size": 32, "enable_prefix_caching": True}, cpu_cores=core_share(0, 1))
+                                "block_size": 32, "enable_prefix_caching": True, "engine_core_process": False},
+                 cpu_cores=core_share(0, 1))
     yield eng
     eng.close()
 
@@ -56,7 +60,7 @@ def quickstart_sized(out_dir) -> dict:
     return {
         "run_name": "qs-test",
         "models": ["smollm2-135m"],
-        "engine": {"max_model_len": 1024, "kv_cache_gib": 1},
+        "engine": {"max_model_len": 1024, "kv_cache_gib": 1, "engine_core_process": False},
         "prompt_sets": [{"name": "tiny"}, {"name": "facts", "limit": 4}],
         "chat": True,
         "strategies": [{"name": "greedy"}, {"name": "temperature", "temperature": 0.7},

@@ -46,12 +46,13 @@ COLS = ["model", "strategy_label", "seed", "prompt_tokens", "completion", "compl
 
 def write_config(tmp: Path, *, replicas: int = 1, cores: str | None = None,
                  models: tuple[str, ...] = ("smollm2-135m",), prompts: list[dict] | None = None,
-                 shard_size: int = 2) -> Path:
+                 shard_size: int = 2, engine_core_process: bool = False) -> Path:
     prompts = GOOD[:3] + BAD[:1] + GOOD[3:] + BAD[1:] if prompts is None else prompts
     tmp.mkdir(parents=True, exist_ok=True)
     pfile = tmp / "faultset.jsonl"
     pfile.write_text("".join(json.dumps(p) + "\n" for p in prompts))
-    engine = {"dtype": "auto", "max_model_len": 256, "kv_cache_gib": 1, "block_size": 32}
+    engine = {"dtype": "auto", "max_model_len": 256, "kv_cache_gib": 1, "block_size": 32,
+              "engine_core_process": engine_core_process}
     if cores:
         engine["cpu_cores"] = cores
     cfg = {
@@ -175,14 +176,15 @@ def test_two_models_load_once_and_keep_affinity(tmp_path, ray_local):
 # ---- faults ----------------------------------------------------------------------------------
 
 
-#: vLLM's own processes under an engine actor: the model worker (and the engine core, where
-#: vLLM runs it in a process of its own: VLLM_ENABLE_V1_MULTIPROCESSING=1).
-ENGINE_PROCESS_TAGS = ("EngineCore", "VLLM::Worker")
+#: vLLM's own processes under an engine actor, by kill target: the engine core (in a process
+#: of its own with engine_core_process: true, the default) and the model worker.
+ENGINE_PROCESS_TAGS = {"engine_core": "EngineCore", "worker": "VLLM::Worker"}
 
 
 class Killer(threading.Thread):
     """Once the first unit file is written, SIGKILL the process of the engine actor that
-    wrote it ("actor"), or that actor's vLLM engine processes ("engine_core")."""
+    wrote it ("actor"), or that actor's vLLM engine-core process ("engine_core") or model
+    worker process ("worker")."""
 
     def __init__(self, run_dir: Path, target: str) -> None:
         super().__init__(daemon=True)
@@ -203,9 +205,9 @@ class Killer(threading.Thread):
                     victims = [actor]
                     self.doomed = [actor, *kids]
                 else:
-                    victims = [p for p in kids if any(tag in " ".join(p.cmdline()) or tag in p.name()
-                                                      for tag in ENGINE_PROCESS_TAGS)]
-                    victims = victims or kids[:1]
+                    tag = ENGINE_PROCESS_TAGS[self.target]
+                    victims = [p for p in kids if tag in " ".join(p.cmdline()) or tag in p.name()]
+                    # no fallback: a kill that hits the wrong process would prove nothing
                     self.doomed = [actor, *kids]  # the scheduler restarts the whole actor
                 for p in victims:
                     p.send_signal(signal.SIGKILL)
@@ -226,13 +228,15 @@ def _reap(procs: list, timeout: float = 30) -> list[int]:
 
 
 @engine
-@pytest.mark.parametrize("target", ["actor", "engine_core"])
+@pytest.mark.parametrize("target", ["actor", "engine_core", "worker"])
 def test_engine_killed_mid_run_every_row_exactly_once(reference, tmp_path, ray_local, target, monkeypatch):
     from harness.config import load_config
     # A killed engine core can leave the actor's generate() waiting for ever: the scheduler's
     # unit timeout restarts such an actor. Units here take seconds.
     monkeypatch.setenv("DECEVAL_UNIT_TIMEOUT_S", "90")
-    cfg_path = write_config(tmp_path, replicas=2)
+    # The engine-core kill runs vLLM's own layout (engine core in a process of its own), the
+    # default; the others the tests' faster one (engine core in the actor, model worker apart).
+    cfg_path = write_config(tmp_path, replicas=2, engine_core_process=target == "engine_core")
     cfg = load_config(cfg_path)
     killer = Killer(Path(cfg.output_dir) / cfg.run_id, target)
     killer.start()
