@@ -1,10 +1,11 @@
 """The thin Ray shell around :class:`harness.engine.Engine`: one actor per model replica,
 keeping its model loaded across units.
 
-A unit runs on a worker thread while the actor's method watches the engine: when vLLM's
-engine-core process dies (killed, out of memory) the method raises ``EngineDeadError``
-within ``WATCH_S`` seconds instead of waiting on a ``generate`` that may never return, and
-the scheduler restarts the actor and retries the unit.
+A unit runs on a worker thread while the actor's method watches the engine: when a vLLM
+process of the engine dies (its model worker, or its engine core where vLLM runs one in a
+process of its own; killed, out of memory) the method raises ``EngineDeadError`` within
+``WATCH_S`` seconds instead of waiting on a ``generate`` that may never return, and the
+scheduler restarts the actor and retries the unit.
 """
 
 from __future__ import annotations
