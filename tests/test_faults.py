@@ -8,6 +8,9 @@ the session's embedded Ray (conftest ``ray_local``). Kept tiny: a dozen units of
 - the driver killed mid-run: a rerun resumes without regenerating finished units, and the
   final dataset equals the undisturbed run;
 - bad prompts (empty, blank, longer than the context) become error rows; the run succeeds.
+
+The tests run in file order, each reusing the engine actors the one before left loaded
+(``keep_engines``) where their bindings agree: eight engine starts for the module, not thirteen.
 """
 
 from __future__ import annotations
@@ -138,7 +141,7 @@ def test_bad_prompts_become_error_rows(reference):
     assert "Paris" in cap
 
 
-# ---- replicas and models ---------------------------------------------------------------------
+# ---- replicas --------------------------------------------------------------------------------
 
 
 @engine
@@ -151,26 +154,6 @@ def test_two_replicas_write_the_same_rows_as_one(reference, tmp_path, ray_local)
     assert len(pids) == 2 and cores == {"0", "1"}  # both replicas worked, each on its own core
     import pandas.testing as pdt
     pdt.assert_frame_equal(canon(df), reference)
-
-
-@engine
-def test_two_models_load_once_and_keep_affinity(tmp_path, ray_local):
-    from harness.models import prepare
-    prepare("gemma3-270m")  # converted once (about a minute), cached after
-    cfg, outcome, df = _run(write_config(tmp_path, models=("smollm2-135m", "gemma3-270m"), prompts=GOOD[:4]))
-    assert outcome.ok
-    assert_exactly_once(df, cfg)
-    by_model: dict[str, set] = {}
-    for path in (outcome.run_dir / "samples").rglob("*.parquet"):
-        model = path.parent.parent.name.removeprefix("model=")
-        from harness.report import unit_meta
-        engine = unit_meta(path)["engine"]
-        assert model in engine["model_path"], (model, engine)  # every unit ran on its own model's actor
-        by_model.setdefault(model, set()).add(engine["pid"])
-    assert set(by_model) == {"smollm2-135m", "gemma3-270m"}
-    assert all(len(p) == 1 for p in by_model.values()), by_model  # each model loaded once
-    assert not by_model["smollm2-135m"] & by_model["gemma3-270m"]
-    assert df[df["model"] == "gemma3-270m"]["error"].isna().all()
 
 
 # ---- faults ----------------------------------------------------------------------------------
@@ -227,16 +210,12 @@ def _reap(procs: list, timeout: float = 30) -> list[int]:
     return [p.pid for p in alive]
 
 
-@engine
-@pytest.mark.parametrize("target", ["actor", "engine_core", "worker"])
-def test_engine_killed_mid_run_every_row_exactly_once(reference, tmp_path, ray_local, target, monkeypatch):
+def _killed_mid_run(reference, tmp_path: Path, target: str, *, engine_core_process: bool) -> None:
+    """A two-replica run whose `target` process is SIGKILLed once the first unit file is
+    written: it completes with every row exactly once, equal to the undisturbed run, and no
+    process of the killed engine outlives it."""
     from harness.config import load_config
-    # A killed engine core can leave the actor's generate() waiting for ever: the scheduler's
-    # unit timeout restarts such an actor. Units here take seconds.
-    monkeypatch.setenv("DECEVAL_UNIT_TIMEOUT_S", "90")
-    # The engine-core kill runs vLLM's own layout (engine core in a process of its own), the
-    # default; the others the tests' faster one (engine core in the actor, model worker apart).
-    cfg_path = write_config(tmp_path, replicas=2, engine_core_process=target == "engine_core")
+    cfg_path = write_config(tmp_path, replicas=2, engine_core_process=engine_core_process)
     cfg = load_config(cfg_path)
     killer = Killer(Path(cfg.output_dir) / cfg.run_id, target)
     killer.start()
@@ -255,6 +234,17 @@ def test_engine_killed_mid_run_every_row_exactly_once(reference, tmp_path, ray_l
     pdt.assert_frame_equal(canon(df), reference)
     leftovers = _reap(killer.doomed)
     assert not leftovers, f"processes of the killed engine outlived it: {leftovers}"
+
+
+@engine
+@pytest.mark.parametrize("target", ["actor", "worker"])
+def test_engine_killed_mid_run_every_row_exactly_once(reference, tmp_path, ray_local, target, monkeypatch):
+    """The tests' engine layout (engine core in the actor, model worker apart), on the two
+    replicas the previous test left loaded."""
+    # A killed engine can leave the actor's generate() waiting for ever: the actor's watchdog
+    # ends the unit; the scheduler's unit timeout is the backstop. Units here take seconds.
+    monkeypatch.setenv("DECEVAL_UNIT_TIMEOUT_S", "90")
+    _killed_mid_run(reference, tmp_path, target, engine_core_process=False)
 
 
 @engine
@@ -280,7 +270,7 @@ def test_driver_killed_mid_run_rerun_resumes(reference, tmp_path, ray_local):
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its process group, like a crash
     finally:
         proc.wait(30)
-        # Ray's own processes of the killed driver: reaped here, not this test's subject.
+        # Ray's own processes of the killed driver: ended here, not this test's subject.
         _reap(descendants, timeout=20)
     files_before = {p: p.stat().st_mtime_ns for p in (run_dir / "samples").rglob("*.parquet")}
     assert 2 <= len(files_before) < 12
@@ -295,6 +285,39 @@ def test_driver_killed_mid_run_rerun_resumes(reference, tmp_path, ray_local):
     import pandas.testing as pdt
     pdt.assert_frame_equal(canon(df), reference)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+
+
+# ---- two models ------------------------------------------------------------------------------
+
+
+@engine
+def test_two_models_load_once_and_keep_affinity(tmp_path, ray_local):
+    """Both models bound to core 0: the SmolLM2 actor the previous test left loaded is reused."""
+    from harness.models import prepare
+    prepare("gemma3-270m")  # converted once (about a minute), cached after
+    cfg, outcome, df = _run(write_config(tmp_path, models=("smollm2-135m", "gemma3-270m"), prompts=GOOD[:4],
+                                    cores="0"))
+    assert outcome.ok
+    assert_exactly_once(df, cfg)
+    by_model: dict[str, set] = {}
+    for path in (outcome.run_dir / "samples").rglob("*.parquet"):
+        model = path.parent.parent.name.removeprefix("model=")
+        from harness.report import unit_meta
+        engine = unit_meta(path)["engine"]
+        assert model in engine["model_path"], (model, engine)  # every unit ran on its own model's actor
+        by_model.setdefault(model, set()).add(engine["pid"])
+    assert set(by_model) == {"smollm2-135m", "gemma3-270m"}
+    assert all(len(p) == 1 for p in by_model.values()), by_model  # each model loaded once
+    assert not by_model["smollm2-135m"] & by_model["gemma3-270m"]
+    assert df[df["model"] == "gemma3-270m"]["error"].isna().all()
+
+
+@engine
+def test_engine_core_killed_mid_run_every_row_exactly_once(reference, tmp_path, ray_local, monkeypatch):
+    """vLLM's own layout (engine core in a process of its own, the default): the engine-core
+    process is killed. Last in the module: its two new actors match no other test's."""
+    monkeypatch.setenv("DECEVAL_UNIT_TIMEOUT_S", "90")
+    _killed_mid_run(reference, tmp_path, "engine_core", engine_core_process=True)
 
 
 # ---- without the engine ----------------------------------------------------------------------

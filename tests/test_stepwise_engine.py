@@ -28,35 +28,41 @@ MAX_TOKENS = 16
 
 
 def reference_wsp(model, prompt_ids, *, max_tokens, top_p, k, w, eos):
-    """DESIGN.md's algorithm, written out plainly with transformers in float32."""
+    """DESIGN.md's algorithm, written out plainly with transformers in float32 (with its
+    KV cache: the prefix is computed once, each lookahead branch adds one token to a copy)."""
+    import copy
+
     import torch
 
-    def dist(seqs):
+    def dist(ids, cache):
         with torch.no_grad():
-            logits = model(torch.tensor(seqs)).logits[:, -1, :].float()
-        return torch.log_softmax(logits, dim=-1).double().numpy()
+            out = model(torch.tensor(ids), past_key_values=cache, use_cache=True)
+        return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).double().numpy(), out.past_key_values
 
     def nucleus(lp):  # sort by q descending, ties lower id; shortest head reaching top_p
         order = np.lexsort((np.arange(lp.size), -lp))
         c = np.cumsum(np.exp(lp[order]))
         return order, int(np.searchsorted(c, top_p, side="left")) + 1
 
-    seq = list(prompt_ids)
+    lps, cache = dist([list(prompt_ids)], None)
+    q = lps[0]
     out = []
     for _ in range(max_tokens):
-        q = dist([seq])[0]
         order, n_q = nucleus(q)
         cands = [int(t) for t in order[:min(n_q, k)]]
         look = [c for c in cands if c not in eos]
         ns = {c: 1 for c in cands}
         if look:
-            for c, lp in zip(look, dist([seq + [c] for c in look])):
+            branch = copy.deepcopy(cache)
+            branch.batch_repeat_interleave(len(look))
+            for c, lp in zip(look, dist([[c] for c in look], branch)[0]):
                 ns[c] = nucleus(lp)[1]
         best = max(cands, key=lambda c: (w * q[c] - math.log(ns[c]), q[c], -c))
         out.append(best)
-        seq.append(best)
         if best in eos:
             break
+        lps, cache = dist([[best]], cache)
+        q = lps[0]
     return out
 
 
@@ -67,7 +73,7 @@ def test_wsp_matches_transformers_reference(engine, smollm2_path):
     from harness.stepwise import run_stepwise
     from strategies.wsp import WSP, WSPParams
 
-    model = AutoModelForCausalLM.from_pretrained(smollm2_path, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).eval()
     prompts = [engine.encode(t) for t in PROMPTS]
     unit = SimpleNamespace(stop=(), strategy=SimpleNamespace(max_tokens=MAX_TOKENS))
     rows = [{"seed": i, "prompt_id": str(i)} for i in range(len(prompts))]

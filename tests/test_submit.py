@@ -228,7 +228,8 @@ def local_head(tmp_path):
 def test_real_job_on_a_local_head_completes_and_writes_its_report(local_head, tmp_path):
     cfg_path = ROOT / "configs" / f".test_submit_{os.getpid()}.yaml"
     cfg_path.write_text(SMOKE.read_text().replace("prompt_sets: [tiny]", "prompt_sets: [{name: tiny, limit: 3}]")
-                        .replace("max_tokens: 24", "max_tokens: 8"))
+                        .replace("max_tokens: 24", "max_tokens: 8")
+                        + "engine: {engine_core_process: false}\n")  # one process start fewer
     out_dir = tmp_path / "reports"
     try:
         proc = subprocess.run([sys.executable, "-m", "harness.cli", "submit", str(cfg_path.relative_to(ROOT)),
