@@ -43,12 +43,14 @@ def expand_reports(paths: Iterable[Path | str]) -> list[Path]:
     return out
 
 
-def rescore_missing(df: Any, metrics: Sequence[str]) -> Any:
+def rescore_missing(df: Any, metrics: Sequence[str], *, execute_code: bool = False) -> Any:
     """Compute the driver-side metrics in ``metrics`` that the report lacks (a report
     written with an older metric set), unit by unit. Engine metrics (perplexity) cannot
-    be recomputed without the engine and stay absent."""
+    be recomputed without the engine and stay absent; so do metrics that run generated code
+    (pass@k) unless ``execute_code``: reading a report never runs code by default."""
     from harness.metrics import METRICS, score_rows
-    todo = [m for m in metrics if m in METRICS and m not in df.columns and METRICS.get(m).stage == "row"]
+    todo = [m for m in metrics if m in METRICS and m not in df.columns and METRICS.get(m).stage == "row"
+            and (execute_code or "code" not in METRICS.get(m).needs)]
     if not todo or df.empty:
         return df
     df = df.reset_index(drop=True)

@@ -148,7 +148,13 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "run.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; expected a report folder written by 'deceval run'")
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ValueError(f"{path}: not a readable run.json ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object (the run's metadata), got a JSON {type(data).__name__}")
+    return data
 
 
 def now_iso() -> str:
