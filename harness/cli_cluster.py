@@ -16,7 +16,7 @@ def add_cluster_commands(sub: "argparse._SubParsersAction") -> None:
     s = sub.add_parser(
         "submit", help="send a run to a Ray cluster as a job (Ray Job Submission API)",
         description="Submit 'deceval run CONFIG' as a Ray job. The project folder travels as the job's working_dir "
-                    "(without .venv, reports, .git). The submission id comes from the config hash "
+                    "(without .venv, reports, .git, caches or secrets: .env*, .ray, ssh keys, *.pem, *.key, .aws, .netrc). The submission id comes from the config hash "
                     "(deceval-<run_name>-<hash>[-YYYYMMDD]), so the same run is never sent twice.")
     s.add_argument("config", help="YAML run config inside the project folder, e.g. configs/quickstart.yaml")
     s.add_argument("--address", default=os.environ.get("RAY_JOB_ADDRESS") or "http://127.0.0.1:8265",

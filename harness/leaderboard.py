@@ -1,6 +1,11 @@
 """Leaderboards: strategies ranked per model and metric, in each metric's direction, over
 one run or many; written as Markdown and as a static HTML page with plots.
 
+Labels (strategy labels, model names, run ids) come from user configs and are shown as
+plain text everywhere: Markdown cells are escaped (``md_escape``), CSV string cells that
+a spreadsheet would read as a formula get a leading ``'`` (``csv_safe``), the HTML page
+escapes every one (``html.escape``), and plot text is never parsed as mathtext or TeX.
+
 Import-light at module level (pandas/numpy only through harness.stats); matplotlib is
 imported when plots are drawn.
 """
@@ -11,6 +16,7 @@ import base64
 import html
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -22,6 +28,14 @@ EXTRA_COLUMNS = {"mean_log_possibilities": None, "left_greedy_share": None}
 #: Quality metrics for the quality/diversity plot, in order of preference.
 QUALITY_METRICS = ("pass_at_1", "numeric_match", "contains_answer", "exact_match", "coherence")
 COST_METRICS = ("gen_tokens_per_s", "computed_per_generated", "sample_latency_s")
+#: First characters that make a spreadsheet read a CSV cell as a formula (OWASP CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: Keyword arguments for every matplotlib text artist that shows a label: drawn as typed,
+#: never as mathtext ("$...$") or TeX.
+PLAIN_TEXT = {"usetex": False, "parse_math": False}
+_MD_SPECIAL = {"\\": "\\\\", "|": "\\|", "`": "\\`", "&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_MD_SPECIAL_RE = re.compile(r"[\\|`&<>]")
+_CONTROL_RE = re.compile(r"\r\n|[\x00-\x1f\x7f-\x9f]")  # newlines, tabs, terminal escapes
 
 
 def expand_reports(paths: Iterable[Path | str]) -> list[Path]:
@@ -47,7 +61,10 @@ def rescore_missing(df: Any, metrics: Sequence[str], *, execute_code: bool = Fal
     """Compute the driver-side metrics in ``metrics`` that the report lacks (a report
     written with an older metric set), unit by unit. Engine metrics (perplexity) cannot
     be recomputed without the engine and stay absent; so do metrics that run generated code
-    (pass@k) unless ``execute_code``: reading a report never runs code by default."""
+    (pass@k) unless ``execute_code``: reading a report never runs code by default. Even then
+    only rows of the humaneval set's real tasks run (``harness.sandbox.humaneval_task``:
+    prompt set and prompt hash), in the sandbox; a ``_humaneval`` column in the file is not
+    taken for a result."""
     from harness.metrics import METRICS, score_rows
     todo = [m for m in metrics if m in METRICS and m not in df.columns and METRICS.get(m).stage == "row"
             and (execute_code or "code" not in METRICS.get(m).needs)]
@@ -97,7 +114,8 @@ def _strategy_keys(df: Any) -> Any:
 
 
 def build_leaderboard(reports: Iterable[Path | str], metrics: Sequence[str] | None = None, *,
-                      n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> Leaderboard:
+                      n_boot: int = 2000, confidence: float = 0.95, seed: int = 0,
+                      execute_code: bool = False) -> Leaderboard:
     from harness.capacity import run_capacities
     from harness.metrics import METRICS
     from harness.stats import summary
@@ -111,7 +129,7 @@ def build_leaderboard(reports: Iterable[Path | str], metrics: Sequence[str] | No
         unknown = [m for m in metrics if m not in METRICS and m not in df.columns]
         if unknown:
             raise ValueError(f"--metrics: unknown metric(s) {unknown}; known: {', '.join(METRICS.names())}")
-    df = rescore_missing(df, metrics)
+    df = rescore_missing(df, metrics, execute_code=execute_code)
     df["strategy_key"] = _strategy_keys(df)
     cols = list(metrics) + [c for c in EXTRA_COLUMNS if c in df.columns and df[c].notna().any() and c not in metrics]
     table = summary(df, cols, group=("model", "strategy_key"), n_boot=n_boot, confidence=confidence, seed=seed)
@@ -184,15 +202,52 @@ def _capacity_line(cap: dict[str, float] | None) -> str:
             f"dependency length n*ln(m*h)/ln(V) = {cap['dependency_length']:.2f} tokens")
 
 
+def md_escape(text: Any) -> str:
+    """``text`` as literal Markdown, safe in a table cell or a heading: ``\\``, ``|`` and
+    backticks are backslash-escaped, ``&``, ``<`` and ``>`` become entities (so no raw HTML
+    gets through), ``](`` becomes ``]\\(`` (no link or image), and newlines, tabs and other
+    control characters become spaces."""
+    text = _MD_SPECIAL_RE.sub(lambda m: _MD_SPECIAL[m.group()], _CONTROL_RE.sub(" ", str(text)))
+    return text.replace("](", "]\\(")
+
+
+def _table_rows(df: Any) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a table as strings; a named index becomes the first column."""
+    if df.index.name:
+        cols = [df.index.name] + [str(c) for c in df.columns]
+        return cols, [[str(i)] + [str(v) for v in r] for i, r in zip(df.index, df.itertuples(index=False))]
+    return [str(c) for c in df.columns], [[str(v) for v in r] for r in df.itertuples(index=False)]
+
+
 def _md_table(df: Any) -> str:
     if df is None or df.empty:
         return "_(no data)_"
-    cols = [df.index.name or ""] + list(df.columns) if df.index.name else list(df.columns)
-    rows = [[str(i)] + [str(v) for v in r] for i, r in zip(df.index, df.itertuples(index=False))] if df.index.name \
-        else [[str(v) for v in r] for r in df.itertuples(index=False)]
-    esc = lambda s: s.replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    return "\n".join(["| " + " | ".join(esc(c) for c in cols) + " |", "|" + "---|" * len(cols),
-                      *("| " + " | ".join(esc(c) for c in r) + " |" for r in rows)])
+    cols, rows = _table_rows(df)
+    return "\n".join(["| " + " | ".join(md_escape(c) for c in cols) + " |", "|" + "---|" * len(cols),
+                      *("| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows)])
+
+
+def _html_table(df: Any, css_class: str) -> str:
+    if df is None or df.empty:
+        return "<p><em>(no data)</em></p>"
+    cols, rows = _table_rows(df)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return (f"<table class=\"{html.escape(css_class)}\">\n<thead><tr>{head}</tr></thead>\n"
+            f"<tbody>\n{body}\n</tbody>\n</table>")
+
+
+def csv_safe(df: Any) -> Any:
+    """A copy of ``df`` whose string cells that start like a formula (``=``, ``+``, ``-``,
+    ``@``, tab, CR) begin with ``'``, so a spreadsheet shows them as text. Numeric columns are
+    left alone: a negative mean stays a number."""
+    import pandas as pd
+    out = df.copy()
+    for col in out.columns:
+        if pd.api.types.is_numeric_dtype(out[col]):
+            continue
+        out[col] = out[col].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v)
+    return out
 
 
 def _runs_line(lb: Leaderboard) -> str:
@@ -202,10 +257,10 @@ def _runs_line(lb: Leaderboard) -> str:
 def to_markdown(lb: Leaderboard) -> str:
     pct = int(round(lb.confidence * 100))
     out = [f"# Decoding-strategy leaderboard", "",
-           f"Runs: {_runs_line(lb)}. Cells: mean over prompts [{pct}% bootstrap CI over prompts] #rank "
+           f"Runs: {md_escape(_runs_line(lb))}. Cells: mean over prompts [{pct}% bootstrap CI over prompts] #rank "
            f"(rank 1 is best in the metric's direction; metrics without a direction are not ranked).", ""]
     for model in lb.models():
-        out += [f"## {model}", "", _capacity_line(lb.capacities.get(model)), "", "### Best per metric", "",
+        out += [f"## {md_escape(model)}", "", _capacity_line(lb.capacities.get(model)), "", "### Best per metric", "",
                 _md_table(best_table(lb, model)), "", "### All strategies", "", _md_table(wide_table(lb, model)), ""]
     return "\n".join(out)
 
@@ -248,6 +303,19 @@ def plots(lb: Leaderboard, model: str) -> list[tuple[str, str]]:
     strategy, WSP possibilities consumed (only when the report has that column)."""
     import matplotlib
     matplotlib.use("Agg", force=True)
+
+    with matplotlib.rc_context({"text.usetex": False}):  # tick numbers too: no TeX
+        return _plots(lb, model)
+
+
+def _barh(ax: Any, values: dict[str, float], color: str) -> None:
+    """Horizontal bars, one per label, sorted; the labels are plain text."""
+    names = sorted(values)
+    ax.barh(range(len(names)), [values[s] for s in names], color=color)
+    ax.set_yticks(range(len(names)), labels=names, **PLAIN_TEXT)
+
+
+def _plots(lb: Leaderboard, model: str) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
     out: list[tuple[str, str]] = []
@@ -261,32 +329,30 @@ def plots(lb: Leaderboard, model: str) -> list[tuple[str, str]]:
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue")
         for s, (x, y) in zip(names, pts):
-            ax.annotate(s, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(s, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points", **PLAIN_TEXT)
         if front:
             ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-o", color="tab:red", label="Pareto front")
             ax.legend(loc="best", fontsize=8)
-        ax.set_xlabel("diversity (higher is better)")
-        ax.set_ylabel(f"{quality} (higher is better)")
-        ax.set_title(f"{model}: quality against diversity")
+        ax.set_xlabel("diversity (higher is better)", **PLAIN_TEXT)
+        ax.set_ylabel(f"{quality} (higher is better)", **PLAIN_TEXT)
+        ax.set_title(f"{model}: quality against diversity", **PLAIN_TEXT)
         out.append((f"Quality ({quality}) against diversity, with the Pareto front", _png(fig)))
     costs = [(m, _means(lb, model, m)) for m in COST_METRICS if _means(lb, model, m)]
     if costs:
         fig, axes = plt.subplots(1, len(costs), figsize=(4.2 * len(costs), 0.35 * max(len(c[1]) for c in costs) + 1.6))
         axes = axes if len(costs) > 1 else [axes]
         for ax, (m, vals) in zip(axes, costs):
-            names = sorted(vals)
-            ax.barh(names, [vals[s] for s in names], color="tab:green")
-            ax.set_title(m, fontsize=9)
+            _barh(ax, vals, "tab:green")
+            ax.set_title(m, fontsize=9, **PLAIN_TEXT)
             ax.tick_params(labelsize=7)
-        fig.suptitle(f"{model}: cost per strategy")
+        fig.suptitle(f"{model}: cost per strategy", **PLAIN_TEXT)
         out.append(("Cost per strategy", _png(fig)))
     poss = _means(lb, model, "mean_log_possibilities")
     if poss:
-        names = sorted(poss)
-        fig, ax = plt.subplots(figsize=(6, 0.35 * len(names) + 1.6))
-        ax.barh(names, [poss[s] for s in names], color="tab:purple")
+        fig, ax = plt.subplots(figsize=(6, 0.35 * len(poss) + 1.6))
+        _barh(ax, poss, "tab:purple")
         ax.set_xlabel("mean log N of chosen tokens")
-        ax.set_title(f"{model}: WSP possibilities consumed")
+        ax.set_title(f"{model}: WSP possibilities consumed", **PLAIN_TEXT)
         out.append(("WSP possibilities consumed", _png(fig)))
     return out
 
@@ -306,8 +372,8 @@ def to_html(lb: Leaderboard) -> str:
              f"(rank 1 is best in the metric's direction).</p>"]
     for model in lb.models():
         parts += [f"<h2>{html.escape(model)}</h2>", f"<p class=\"capacity\">{html.escape(_capacity_line(lb.capacities.get(model)))}</p>",
-                  "<h3>Best per metric</h3>", best_table(lb, model).to_html(index=False, classes="best", border=0),
-                  "<h3>All strategies</h3>", wide_table(lb, model).to_html(classes="all", border=0)]
+                  "<h3>Best per metric</h3>", _html_table(best_table(lb, model), "best"),
+                  "<h3>All strategies</h3>", _html_table(wide_table(lb, model), "all")]
         for title, b64 in plots(lb, model):
             parts.append(f"<figure><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{b64}\">"
                          f"<figcaption>{html.escape(title)}</figcaption></figure>")
@@ -316,12 +382,13 @@ def to_html(lb: Leaderboard) -> str:
 
 
 def write_leaderboard(lb: Leaderboard, out_dir: Path | str, html_page: bool = True) -> dict[str, Path]:
-    """Write leaderboard.md, leaderboard.csv (the long table) and leaderboard.html into out_dir."""
+    """Write leaderboard.md, leaderboard.csv (the long table, formula-safe: ``csv_safe``) and
+    leaderboard.html into out_dir."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "leaderboard.md", "csv": out / "leaderboard.csv"}
     paths["markdown"].write_text(to_markdown(lb))
-    lb.table.to_csv(paths["csv"], index=False)
+    csv_safe(lb.table).to_csv(paths["csv"], index=False)
     if html_page:
         paths["html"] = out / "leaderboard.html"
         paths["html"].write_text(to_html(lb))

@@ -1,7 +1,8 @@
 """``deceval submit``: send a run to a Ray cluster through Ray's Job Submission API.
 
 The job ships the project folder as a ``working_dir`` runtime env (without ``.venv``,
-``reports``, ``.git`` and caches) and runs ``python -m harness.cli run CONFIG --address
+``reports``, ``.git``, caches, and secrets: ``.env*``, ``.ray``, ssh keys, ``*.pem``,
+``*.key``, ``.aws``, ``.netrc``) and runs ``python -m harness.cli run CONFIG --address
 auto`` on the head node, where ``ray.init`` joins the running cluster.
 
 The submission id is deterministic: ``deceval-<run_name>-<config_hash[:12]>``, plus
@@ -10,6 +11,8 @@ same config (or the same nightly twice on one day) does not start a second run: 
 reports the first one's status instead (``--force-new`` starts a fresh job anyway; the run
 itself still resumes, skipping the units already written).
 
+``--dry-run`` prints the request with every environment value masked (``"KEY": "***"``).
+
 Import-light: Ray's job client is imported only when a job is really sent.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import shlex
 import sys
 import time
@@ -29,10 +33,28 @@ from harness.config import RunConfig, slugify
 from harness.errors import DecevalError
 
 #: Never shipped with the job: environments, reports, VCS data, caches, build outputs.
+#: Ray reads these as .gitignore lines relative to the working_dir (its vendored pathspec,
+#: "gitwildmatch"): a name without a slash matches at any depth, and a bare directory name
+#: prunes the whole folder.
 WORKING_DIR_EXCLUDES = [
     ".venv", "venv", "reports", ".git", "**/__pycache__", "*.pyc", ".pytest_cache", "*.egg-info",
     "build", "dist", ".mypy_cache", ".ruff_cache", "bench/results",
 ]
+#: Secrets, never shipped either: the package is stored in the cluster's GCS and unpacked on
+#: every node that runs the job. Kept apart so a test can name each one.
+SECRET_EXCLUDES = [
+    ".env*",           # .env, .env.local, .envrc
+    ".ray",            # .ray/auth_token, the job server's token
+    "id_*",            # ssh keys: id_rsa, id_ed25519(.pub); so no project file is named id_*
+    ".ssh",
+    "*.pem",
+    "*.key",
+    ".aws",
+    ".netrc",
+]
+#: What a dry run prints in place of every environment value.
+MASK = "***"
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Jobs that are over, and how they end.
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
@@ -56,6 +78,14 @@ class JobSpec:
     def submit_kwargs(self) -> dict[str, Any]:
         return {"submission_id": self.submission_id, "entrypoint": self.entrypoint,
                 "runtime_env": self.runtime_env, "metadata": self.metadata}
+
+    def masked_kwargs(self) -> dict[str, Any]:
+        """``submit_kwargs`` fit to print: every env value (``--env`` and the job's own) is
+        ``***``; the key names stay."""
+        kwargs = self.submit_kwargs()
+        env_vars = kwargs["runtime_env"].get("env_vars") or {}
+        kwargs["runtime_env"] = dict(kwargs["runtime_env"], env_vars={k: MASK for k in env_vars})
+        return kwargs
 
 
 def submission_id(cfg: RunConfig, nightly: _dt.date | None = None, suffix: str | None = None) -> str:
@@ -105,7 +135,8 @@ def build_job(config_path: str | Path, cfg: RunConfig, *, address: str, working_
     # ray.init inside the job adds VLLM_LOGGING_LEVEL and TOKENIZERS_PARALLELISM itself: a job
     # env var of the same name would conflict with it, so they are not set here.
     env_vars.update(env or {})
-    runtime_env = {"working_dir": str(root), "excludes": list(WORKING_DIR_EXCLUDES), "env_vars": env_vars}
+    runtime_env = {"working_dir": str(root), "excludes": WORKING_DIR_EXCLUDES + SECRET_EXCLUDES,
+                   "env_vars": env_vars}
     metadata = {"deceval_run_name": cfg.run_name, "deceval_run_id": cfg.run_id,
                 "deceval_config_hash": cfg.config_hash, "deceval_config": rel_config.as_posix(),
                 "deceval_output_dir": output_dir}
@@ -217,6 +248,21 @@ def follow(client: Any, sid: str, *, out: TextIO = sys.stdout, poll_s: float = 2
     return 0 if status == "SUCCEEDED" else 1
 
 
+def parse_env(items: list[str]) -> dict[str, str]:
+    """``--env KEY=VALUE`` arguments as a dict. An error names the argument by its position
+    and never echoes it: a mistyped argument may be the secret itself."""
+    env: dict[str, str] = {}
+    for n, item in enumerate(items, 1):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SubmitError(f"--env argument #{n} has no '=' (not shown, it may be a secret): expected KEY=VALUE")
+        if not _ENV_KEY.fullmatch(key):
+            raise SubmitError(f"--env argument #{n}: key {key!r} is not an environment variable name "
+                              f"(letters, digits, '_', not starting with a digit): expected KEY=VALUE")
+        env[key] = value
+    return env
+
+
 def main_submit(args: Any) -> int:
     from harness.config import load_config
 
@@ -227,18 +273,13 @@ def main_submit(args: Any) -> int:
             nightly = _dt.date.fromisoformat(args.date) if args.date else _dt.date.today()
         except ValueError as exc:
             raise SubmitError(f"--date {args.date!r}: expected YYYY-MM-DD ({exc})") from None
-    env = {}
-    for item in args.env or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SubmitError(f"--env {item!r}: expected KEY=VALUE")
-        env[key] = value
+    env = parse_env(args.env or [])
     spec = build_job(args.config, cfg, address=args.address, working_dir=args.working_dir,
                      output_dir=args.output_dir, nightly=nightly, env=env, verbose=args.verbose,
                      python=args.python)
     if args.dry_run:
         import json
-        print(json.dumps(spec.submit_kwargs(), indent=2))
+        print(json.dumps(spec.masked_kwargs(), indent=2))
         return 0
     ensure_auth_env()
     from ray.job_submission import JobSubmissionClient

@@ -61,4 +61,22 @@ def test_setup_installs_the_gpu_extra_and_excludes_local_state(cluster):
     assert {".venv", "reports", ".git"} <= set(cluster["rsync_exclude"])
     starts = " ".join(cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"])
     assert starts.count("RAY_AUTH_MODE=token") == 2  # the job server needs the token (see ENVIRONMENT.md)
-    assert "--dashboard-host=0.0.0.0" in starts
+
+
+def test_dashboard_and_job_server_listen_on_the_heads_loopback_only(cluster):
+    """A job server runs whatever it is sent: it binds 127.0.0.1 and is reached through
+    `ray dashboard cluster.yaml` or an ssh tunnel, as the file's comment says."""
+    import shlex
+    head = " ".join(cluster["head_start_ray_commands"])
+    args = shlex.split(head.replace(";", " ; "))
+    hosts = [a.split("=", 1)[1] if "=" in a else args[i + 1] for i, a in enumerate(args)
+             if a.split("=", 1)[0] == "--dashboard-host"]
+    assert hosts == ["127.0.0.1"], head
+    assert "--dashboard-host" not in " ".join(cluster["worker_start_ray_commands"])
+    text = (ROOT / "cluster.yaml").read_text()
+    assert "ray dashboard cluster.yaml" in text and "ssh" in text and "-L 8265:127.0.0.1:8265" in text
+
+
+def test_secrets_are_not_rsynced_to_the_nodes(cluster):
+    from harness.submit import SECRET_EXCLUDES
+    assert set(SECRET_EXCLUDES) <= set(cluster["rsync_exclude"])

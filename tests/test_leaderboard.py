@@ -4,6 +4,7 @@ ranked in each metric's direction; the HTML page checked in headless Chromium.""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -151,3 +152,181 @@ def test_html_is_self_contained(tmp_path):
     page = to_html(lb)
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert page.count("data:image/png;base64,") == 2
+
+
+# ---- labels are shown as typed, in every output -----------------------------------------------
+
+#: Strategy labels come from user configs; each of these breaks a naive renderer somewhere.
+FORMULA_LABEL = '=HYPERLINK("x") $\\frac{1}{0}$ <script>alert(1)</script> | `x` & y\nz'
+BRIEF_LABEL = '$\\frac{1}{0}$ <script>alert(1)</script> | =HYPERLINK("x")'
+BROKEN_MATH = "@cost $\\sqrt{$ <img src=x onerror=alert(2)>"  # unbalanced mathtext: a parse error if parsed
+LABELS = {"a": FORMULA_LABEL, "b": BRIEF_LABEL, "c": BROKEN_MATH}
+HOSTILE_MODEL = "m $x^$ <b>bold</b> | model"
+
+
+@pytest.fixture()
+def hostile(tmp_path):
+    """A leaderboard whose strategy labels and model name are LABELS and HOSTILE_MODEL (the
+    report written with plain labels, then its rows relabelled, as a config could name them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    run = make_report(tmp_path, "hostile", {"a": (0.9, 1, False), "b": (0.6, 2, False), "c": (0.4, 3, False)},
+                      wsp="a")
+    for f in (run / "samples").rglob("*.parquet"):
+        tbl = pq.read_table(f)
+        label = LABELS[tbl.column("strategy_label")[0].as_py()]
+        tbl = tbl.set_column(tbl.schema.get_field_index("strategy_label"), "strategy_label",
+                             pa.array([label] * tbl.num_rows))
+        names = pa.array([HOSTILE_MODEL] * tbl.num_rows)
+        i = tbl.schema.get_field_index("model_name")
+        tbl = tbl.set_column(i, "model_name", names) if i >= 0 else tbl.append_column("model_name", names)
+        pq.write_table(tbl, f)
+    lb = build_leaderboard([run], n_boot=100)
+    assert set(lb.table["strategy"]) == set(LABELS.values()) and lb.models() == [HOSTILE_MODEL]
+    return lb
+
+
+def test_plots_draw_any_label_as_plain_text(hostile):
+    import base64
+
+    import matplotlib
+    # even with TeX switched on by the user (and no LaTeX here), labels are never TeX or mathtext
+    with matplotlib.rc_context({"text.usetex": True}):
+        out = plots(hostile, HOSTILE_MODEL)
+    assert [t.split(" ")[0] for t, _ in out] == ["Quality", "Cost", "WSP"]
+    for _title, b64 in out:
+        assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _gfm_cells(line: str) -> int:
+    """Cells in a GFM table row: pipes not escaped by a backslash, minus the outer two."""
+    pipes, i = 0, 0
+    while i < len(line):
+        if line[i] == "\\":
+            i += 2
+            continue
+        pipes += line[i] == "|"
+        i += 1
+    return pipes - 1
+
+
+def test_markdown_escapes_labels_and_keeps_the_table_shape(hostile):
+    from html.parser import HTMLParser
+
+    from markdown_it import MarkdownIt
+
+    from harness.leaderboard import md_escape
+    md = to_markdown(hostile)
+    assert "<script" not in md and "<img" not in md and "<b>" not in md
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; \\| \\`x\\` &amp; y z" in md  # the label, escaped, on one line
+    assert f"## {md_escape(HOSTILE_MODEL)}" in md
+    for label in LABELS.values():
+        assert md_escape(label) in md
+    for table in [b for b in md.split("\n\n") if b.startswith("| ")]:
+        rows = table.splitlines()
+        assert len({_gfm_cells(r) for r in rows}) == 1, table  # every row as wide as the header
+
+    class Cells(HTMLParser):  # the page a Markdown renderer (raw HTML allowed) makes of it
+        def __init__(self):
+            super().__init__()
+            self.tags, self.first, self._col, self._text = set(), [], None, None
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.add(tag)
+            self._col = 0 if tag == "tr" else self._col + 1 if tag == "td" else self._col
+            self._text = [] if tag == "td" and self._col == 1 else self._text
+
+        def handle_endtag(self, tag):
+            if tag == "td" and self._text is not None:
+                self.first.append("".join(self._text))
+                self._text = None
+
+        def handle_data(self, data):
+            if self._text is not None:
+                self._text.append(data)
+
+    page = Cells()
+    page.feed(MarkdownIt("commonmark").enable("table").render(md))
+    assert page.tags <= {"h1", "h2", "h3", "p", "table", "thead", "tbody", "tr", "th", "td", "em"}, page.tags
+    typed = {label.replace("\n", " ") for label in LABELS.values()}
+    assert typed <= set(page.first)  # each label comes out of the renderer exactly as typed
+
+
+def test_md_escape_lets_no_markup_through_for_any_text():
+    from hypothesis import example, given, settings
+    from hypothesis import strategies as st
+    from markdown_it import MarkdownIt
+
+    from harness.leaderboard import md_escape
+    render = MarkdownIt("commonmark").enable("table").render
+    structure = {"table", "thead", "tbody", "tr", "th", "td", "em", "strong"}
+
+    @settings(max_examples=300, deadline=None)
+    @example("[click](http://example.com)")
+    @example("![x](http://example.com/t.png)")
+    @example("a\\|b | `c` <i>i</i> &amp;\r\n")
+    @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
+           | st.text(alphabet="\\|`<>&\n\r\t*_[]()!#$=+-@ ab", max_size=40))
+    def check(text):
+        cell = md_escape(text)
+        assert "\n" not in cell and "\r" not in cell and "<" not in cell and ">" not in cell
+        out = render(f"| label | n |\n|---|---|\n| {cell} | 1 |\n")
+        tags = set(re.findall(r"</?([a-zA-Z][a-zA-Z0-9]*)", out))
+        assert tags <= structure, (text, out)
+        assert out.count("<td>") == 2, (text, out)  # the label stayed in its own cell
+
+    check()
+
+
+def test_csv_quotes_cells_that_start_like_a_formula(hostile, tmp_path):
+    import csv
+    hostile.table.loc[hostile.table.index[0], "mean"] = -0.5  # a negative number stays a number
+    path = write_leaderboard(hostile, tmp_path / "lb", html_page=False)["csv"]
+    rows = list(csv.DictReader(path.open(newline="")))
+    strategies = {r["strategy"] for r in rows}
+    assert strategies == {"'" + FORMULA_LABEL, "'" + BROKEN_MATH, BRIEF_LABEL}  # '$' starts no formula
+    assert rows[0]["mean"] == "-0.5" and float(rows[0]["mean"]) == -0.5
+    assert {r["model"] for r in rows} == {HOSTILE_MODEL}
+
+
+def test_csv_safe_touches_only_string_cells():
+    import pandas as pd
+
+    from harness.leaderboard import csv_safe
+    df = pd.DataFrame({"label": ["=1+1", "+x", "-1", "@SUM(A1)", "\tx", "\rx", "plain", None, "a=b"],
+                       "mean": [-1.5, -2.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+                       "n": [-1, 2, 3, 4, 5, 6, 7, 8, 9]})
+    out = csv_safe(df)
+    labels = out["label"].tolist()
+    assert labels[:7] + labels[8:] == ["'=1+1", "'+x", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "plain", "a=b"]
+    assert out["label"].isna().iloc[7]  # a missing cell stays missing
+    assert out["mean"].tolist() == df["mean"].tolist() and out["n"].tolist() == df["n"].tolist()
+    assert df["label"].iloc[0] == "=1+1"  # the leaderboard's own table is not changed
+
+
+def test_html_escapes_every_label(hostile):
+    from html.parser import HTMLParser
+    page = to_html(hostile)
+    assert "<script" not in page and "<img src=x" not in page and "<b>bold" not in page
+
+    class Text(HTMLParser):  # the text a browser shows in each cell and model heading
+        def __init__(self):
+            super().__init__()
+            self.tags, self.cells, self.h2, self._in = [], [], [], None
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            self._in = tag
+
+        def handle_endtag(self, tag):
+            self._in = None
+
+        def handle_data(self, data):
+            {"td": self.cells, "h2": self.h2}.get(self._in, []).append(data)
+
+    text = Text()
+    text.feed(page)
+    assert set(text.tags) <= {"html", "head", "meta", "link", "title", "style", "body", "h1", "h2", "h3", "p",
+                              "table", "thead", "tbody", "tr", "th", "td", "figure", "img", "figcaption"}
+    assert text.tags.count("img") == 3  # the three plots, and no image from a label
+    assert set(LABELS.values()) <= set(text.cells) and text.h2 == [HOSTILE_MODEL]

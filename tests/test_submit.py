@@ -81,6 +81,73 @@ def test_cli_dry_run_prints_the_request(monkeypatch, capsys):
     assert f"-{dt.date.today():%Y%m%d}" in out and '"working_dir"' in out
 
 
+#: Files a project folder may hold that must never reach the cluster, one per excluded pattern.
+SECRETS = [".env", ".env.local", "configs/.envrc", ".ray/auth_token", "id_rsa", "id_ed25519.pub",
+           ".ssh/id_ecdsa", "certs/server.pem", "tls.key", "harness/deploy.key", ".aws/credentials",
+           ".netrc", ".git/config", ".venv/bin/python", "reports/r/run.json"]
+
+
+def test_working_dir_package_ships_no_secrets(tmp_path, monkeypatch):
+    """The zip Ray's job client would upload, built by Ray's own packaging (the same calls as
+    JobSubmissionClient._upload_working_dir_if_needed), with Ray's default excludes and
+    .gitignore off: deceval's own list must keep every secret out."""
+    from zipfile import ZipFile
+
+    from ray._private.runtime_env.packaging import create_package
+    from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
+
+    project = tmp_path / "project"
+    for rel in ["harness/__init__.py", "harness/keys.py", "configs/smoke.yaml", *SECRETS]:
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_text("TOKEN=do-not-ship\n")
+    shutil.copy(SMOKE, project / "configs" / "smoke.yaml")
+    cfg_path = project / "configs" / "smoke.yaml"
+    spec = build_job(cfg_path, load_config(cfg_path), address="http://10.0.0.1:8265", working_dir=project)
+
+    zip_path = tmp_path / "package.zip"
+
+    def package(working_dir, excludes, is_file=False):
+        assert not is_file
+        create_package(working_dir, zip_path, include_gitignore=False, excludes=excludes)
+
+    monkeypatch.setenv("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES", "")  # Ray's own defaults off
+    upload_working_dir_if_needed(dict(spec.runtime_env), include_gitignore=False, upload_fn=package)
+    names = set(ZipFile(zip_path).namelist())
+    assert {"harness/__init__.py", "harness/keys.py", "configs/smoke.yaml"} <= names  # the project is there
+    assert not names & set(SECRETS), sorted(names & set(SECRETS))
+    folders = {".ray", ".ssh", ".aws", ".git", ".venv", "reports"}
+    assert not [n for n in names if folders & set(n.split("/"))]  # not even an empty folder
+
+
+def test_dry_run_masks_every_env_value(monkeypatch, capsys):
+    import json
+
+    from harness.cli import main
+    monkeypatch.chdir(ROOT)
+    secret = "hf_s3cr3t-VALUE-0042"
+    assert main(["submit", "configs/smoke.yaml", "--dry-run", "--env", f"HF_TOKEN={secret}",
+                 "--env", "WANDB_API_KEY=k-" + secret]) == 0
+    captured = capsys.readouterr()
+    assert secret not in captured.out + captured.err
+    request = json.loads(captured.out)
+    # the keys stay (and the job's own PYTHONUNBUFFERED is masked too); the values never show
+    assert request["runtime_env"]["env_vars"] == {"PYTHONUNBUFFERED": "***", "HF_TOKEN": "***", "WANDB_API_KEY": "***"}
+    assert request["entrypoint"].startswith("python -m harness.cli run configs/smoke.yaml")
+
+
+def test_a_malformed_env_argument_is_not_echoed(monkeypatch, capsys):
+    from harness.cli import main
+    monkeypatch.chdir(ROOT)
+    secret = "hf_s3cr3t-VALUE-0042"
+    assert main(["submit", "configs/smoke.yaml", "--dry-run", "--env", "A=1", "--env", secret]) == 2
+    err = capsys.readouterr().err
+    assert "--env argument #2 has no '='" in err and "KEY=VALUE" in err and secret not in err
+    assert main(["submit", "configs/smoke.yaml", "--dry-run", "--env", f"1BAD={secret}"]) == 2
+    err = capsys.readouterr().err
+    assert "'1BAD' is not an environment variable name" in err and secret not in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_cli_help_lists_submit():
     from harness.cli import build_parser
     help_text = build_parser().format_help()
