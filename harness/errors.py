@@ -23,3 +23,11 @@ class RegistryError(DecevalError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class RunInUseError(DecevalError):
+    """Another live driver holds the run folder's lock."""
+
+
+class UnsafePathError(DecevalError, ValueError):
+    """A path to be written lies outside the folder it must stay in."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from harness.config import RunConfig, StrategyConfig, stable_hash
+from harness.config import RunConfig, StrategyConfig, slugify, stable_hash
 from harness.prompts import Prompt, PromptSet
 
 
@@ -25,8 +25,8 @@ class WorkUnit:
 
     @property
     def relpath(self) -> str:
-        """Hive-partitioned location of the unit's file under ``samples/``."""
-        return f"model={self.model}/strategy={self.strategy.slug}/{self.id}.parquet"
+        """Hive-partitioned location of the unit's file under ``samples/`` (path-safe slugs)."""
+        return f"model={slugify(self.model)}/strategy={self.strategy.slug}/{self.id}.parquet"
 
     @property
     def expected_rows(self) -> int:

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from harness.config import RunConfig
+from harness.config import RunConfig, check_run_id
 from harness.hardware import cpu_info
 from harness.plan import WorkUnit, make_plan
 from harness.prompts import load_prompt_set
-from harness.report import (git_revision, now_iso, package_versions, read_samples, sample_schema, unit_done,
-                            write_run_json, write_unit)
+from harness.report import (RunLock, git_revision, inside, now_iso, package_versions, read_samples, sample_schema,
+                            set_aside, unit_problem, write_run_json, write_unit)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ class RunOutcome:
     seconds: float = 0.0
     #: per model: the dtype its engines ran in and the CPU they decided it on (from the units)
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: failed attempts that were retried: unit, attempt, error, and when (epoch seconds)
+    retries: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -188,22 +190,42 @@ def run(cfg: RunConfig, *, address: str | None = None, run_id: str | None = None
         verbose: bool = False, progress: bool = True, keep_engines: bool = False) -> RunOutcome:
     """Run every pending unit of ``cfg``; write the report. ``keep_engines`` keeps the engine
     actors loaded after the run, and reuses those of an earlier run in this process where
-    model, engine options and cores match (:class:`KeptEngines`)."""
+    model, engine options and cores match (:class:`KeptEngines`).
+
+    One driver per run folder at a time (:class:`~harness.report.RunLock`). A unit whose
+    generation, scoring or writing fails is a failed unit and the run goes on; whatever ends
+    the run early (an interrupt, a crash) leaves run.json saying so, with the reason."""
+    run_id = check_run_id(run_id, "--resume") if run_id else cfg.run_id
+    run_dir = inside(Path(cfg.output_dir), Path(cfg.output_dir) / run_id)
+    with RunLock(run_dir):
+        return _run_locked(cfg, run_id, run_dir, address=address, out=out, verbose=verbose, progress=progress,
+                           keep_engines=keep_engines)
+
+
+def _run_locked(cfg: RunConfig, run_id: str, run_dir: Path, *, address: str | None, out: TextIO, verbose: bool,
+                progress: bool, keep_engines: bool) -> RunOutcome:
     t_start = time.perf_counter()
     started_at = now_iso()
-    run_id = run_id or cfg.run_id
-    run_dir = Path(cfg.output_dir) / run_id
     prompt_sets = [load_prompt_set(p) for p in cfg.prompt_sets]
     units = make_plan(cfg, prompt_sets)
     _check_resumable(run_dir, units)
     metric_names = _metric_names(cfg)
     schema = sample_schema(metric_names)
 
-    pending = [u for u in units if not unit_done(run_dir, u.relpath, u.id, u.expected_rows, schema)]
+    pending, set_aside_files = [], []
+    for u in units:
+        problem = unit_problem(run_dir, u.relpath, u.id, u.expected_rows, schema)
+        if problem is None:
+            continue
+        if problem != "missing":  # present but not whole: moved out of the dataset, redone
+            set_aside_files.append((u.relpath, problem, set_aside(run_dir, u.relpath)))
+        pending.append(u)
     skipped = len(units) - len(pending)
     print(f"run {run_id}: {len(cfg.models)} model(s) x {len(cfg.strategies)} strategy config(s) x "
           f"{sum(len(p.prompts) for p in prompt_sets)} prompts -> {len(units)} unit(s)"
-          + (f", {skipped} already done" if skipped else ""), file=out)
+          + (f", {skipped} already done (each read back whole)" if skipped else ""), file=out)
+    for relpath, problem, aside in set_aside_files:
+        print(f"  unit file {relpath} {problem}: moved aside to {aside.name}, redoing it", file=out)
 
     from harness.capacity import model_capacity
     from harness.models import BUILTIN_MODELS, resolve_model
@@ -228,20 +250,32 @@ def run(cfg: RunConfig, *, address: str | None = None, run_id: str | None = None
         "strategies": [{"label": s.label, "name": s.name, "id": s.id, "params": s.params,
                         "samples_per_prompt": s.samples_per_prompt, "max_tokens": s.max_tokens} for s in cfg.strategies],
         "metrics": metric_names, "units": len(units),
+        "set_aside": [{"unit": r, "problem": p, "moved_to": a.name} for r, p, a in set_aside_files],
     }
     write_run_json(run_dir, run_meta)
 
     outcome = RunOutcome(run_id, run_dir, len(units), skipped, 0)
-    if pending:
-        _execute(cfg, pending, model_paths, run_dir, run_id, schema, metric_names, outcome, address, verbose, progress,
-                 out, keep_engines)
+    try:
+        if pending:
+            _execute(cfg, pending, model_paths, run_dir, run_id, schema, metric_names, outcome, address, verbose,
+                     progress, out, keep_engines)
+    except BaseException as exc:
+        # Finished units are on disk; run.json must not go on saying "running".
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        run_meta.update(status=status, finished_at=now_iso(), seconds=round(time.perf_counter() - t_start, 2),
+                        failed_units=outcome.units_failed, retries=outcome.retries,
+                        error=f"{type(exc).__name__}: {exc}"[:2000])
+        write_run_json(run_dir, run_meta)
+        raise
 
     outcome.seconds = time.perf_counter() - t_start
     _resolved_engines(run_dir, units, outcome)
     for name, resolved in outcome.engines.items():
         run_meta["models"][name]["resolved"] = resolved
     run_meta.update(status="complete" if outcome.ok else "failed", finished_at=now_iso(),
-                    seconds=round(outcome.seconds, 2), failed_units=outcome.units_failed)
+                    seconds=round(outcome.seconds, 2), failed_units=outcome.units_failed, retries=outcome.retries)
+    if not outcome.ok:
+        run_meta["error"] = f"{len(outcome.units_failed)} unit(s) failed; see failed_units"
     write_run_json(run_dir, run_meta)
     return outcome
 
@@ -310,27 +344,39 @@ def _execute(cfg: RunConfig, pending: list[WorkUnit], model_paths, run_dir: Path
                disable=not progress, file=out, dynamic_ncols=True)
 
     def on_done(unit: WorkUnit, result) -> None:
-        for row in result.rows:
-            row["run_id"] = run_id
-        score_rows(result.rows, metric_names)
-        write_unit(run_dir, unit.relpath, result.rows, schema,
-                   {"unit_id": unit.id, "rows": len(result.rows), "gen_seconds": result.gen_seconds,
-                    "generated_tokens": result.generated_tokens, "engine": result.engine_info})
+        try:
+            for row in result.rows:
+                row["run_id"] = run_id
+            score_rows(result.rows, metric_names)
+            write_unit(run_dir, unit.relpath, result.rows, schema,
+                       {"unit_id": unit.id, "rows": len(result.rows), "gen_seconds": result.gen_seconds,
+                        "generated_tokens": result.generated_tokens, "engine": result.engine_info})
+        except Exception as exc:  # noqa: BLE001 - scoring or writing this unit failed: it fails, the run goes on
+            log.warning("unit %s (%s / %s) could not be scored or written: %s", unit.id, unit.model,
+                        unit.strategy.label, exc)
+            on_failed(unit, exc, 1, stage="scoring or writing")
+            return
         outcome.engines.setdefault(unit.model, engine_summary(result.engine_info))
         outcome.units_done += 1
         bar.update(len(result.rows))
 
-    def on_failed(unit: WorkUnit, error: BaseException, attempts: int) -> None:
+    def on_failed(unit: WorkUnit, error: BaseException, attempts: int, stage: str = "generation") -> None:
         outcome.units_failed.append({"unit_id": unit.id, "model": unit.model, "strategy": unit.strategy.label,
-                                     "attempts": attempts, "error": f"{type(error).__name__}: {error}"[:2000]})
+                                     "attempts": attempts, "stage": stage,
+                                     "error": f"{type(error).__name__}: {error}"[:2000]})
         bar.update(unit.expected_rows)
+
+    def on_retry(unit: WorkUnit, error: BaseException, attempt: int) -> None:
+        outcome.retries.append({"unit_id": unit.id, "model": unit.model, "strategy": unit.strategy.label,
+                                "attempt": attempt, "at": time.time(),
+                                "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]})
 
     try:
         # A unit that runs past this (a hung engine) gets its actor restarted and is retried.
         timeout = float(os.environ.get("DECEVAL_UNIT_TIMEOUT_S", "3600")) or None
         # Two units in flight per actor: the next one waits on the actor, so no actor idles
         # for a dispatch round trip (simulated efficiency at 32 replicas: 0.82 -> 0.96).
-        Scheduler(pools, max_in_flight=2, unit_timeout_s=timeout).run(pending, on_done, on_failed)
+        Scheduler(pools, max_in_flight=2, unit_timeout_s=timeout).run(pending, on_done, on_failed, on_retry)
     finally:
         bar.close()
         KEPT.keep(actors)

@@ -84,9 +84,11 @@ class Scheduler:
         self.unit_timeout_s = unit_timeout_s
 
     def run(self, units: Iterable[UnitLike], on_done: Callable[[Any, Any], None],
-            on_failed: Callable[[Any, BaseException, int], None]) -> dict[str, int]:
+            on_failed: Callable[[Any, BaseException, int], None],
+            on_retry: Callable[[Any, BaseException, int], None] | None = None) -> dict[str, int]:
         """Run every unit; call ``on_done(unit, result)`` as each finishes (in completion
-        order) and ``on_failed(unit, error, attempts)`` when a unit runs out of retries.
+        order), ``on_retry(unit, error, attempt)`` when a failed attempt is queued again and
+        ``on_failed(unit, error, attempts)`` when a unit runs out of retries.
         Returns counts: done, failed, retries, restarts (engine-dead kills), retired, timeouts."""
         import ray
         from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
@@ -212,6 +214,8 @@ class Scheduler:
                     log.warning("unit %s (%s) failed on attempt %d, retrying: %s", flight.unit.id, model,
                                 flight.attempt, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                     queues[model].appendleft((flight.unit, flight.attempt + 1))
+                    if on_retry is not None:
+                        on_retry(flight.unit, exc, flight.attempt)
                 else:
                     fail(flight.unit, exc, flight.attempt)
             else:

@@ -24,7 +24,7 @@ class UnitResult:
 
 def _base_row(unit: WorkUnit, prompt: Prompt, sample_index: int, seed: int) -> dict[str, Any]:
     return {
-        "unit_id": unit.id, "model_ref": unit.model_ref, "strategy_name": unit.strategy.name,
+        "unit_id": unit.id, "model_name": unit.model, "model_ref": unit.model_ref, "strategy_name": unit.strategy.name,
         "strategy_label": unit.strategy.label, "strategy_id": unit.strategy.id,
         "strategy_params": json.dumps(unit.strategy.params, sort_keys=True),
         "prompt_set": prompt.set, "prompt_id": prompt.id, "prompt_hash": prompt.hash, "prompt": prompt.text,

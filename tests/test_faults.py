@@ -173,6 +173,7 @@ class Killer(threading.Thread):
         super().__init__(daemon=True)
         self.run_dir, self.target = run_dir, target
         self.killed: list[int] = []
+        self.killed_at: float | None = None  # epoch seconds of the kill
         self.doomed: list = []  # processes that must be gone after the run
         self.stop = threading.Event()
 
@@ -195,6 +196,7 @@ class Killer(threading.Thread):
                 for p in victims:
                     p.send_signal(signal.SIGKILL)
                     self.killed.append(p.pid)
+                self.killed_at = time.time()
                 return
             time.sleep(0.1)
 
@@ -227,6 +229,13 @@ def _killed_mid_run(reference, tmp_path: Path, target: str, *, engine_core_proce
     assert killer.killed, "nothing was killed: the run ended before the first unit file appeared?"
     assert outcome.ok, outcome.units_failed
     assert_exactly_once(df, cfg)
+    # With the default settings (unit timeout 3600 s) the dead engine is noticed at once: the
+    # failed unit is queued again well within the 60 s the project promises.
+    assert outcome.retries, "the kill cost no unit an attempt: was a unit in flight?"
+    delay = min(r["at"] for r in outcome.retries) - killer.killed_at
+    print(f"{target} killed: first retry queued {delay:.1f} s later ({outcome.retries[0]['error']})")
+    assert -1 < delay < 60, (delay, outcome.retries)
+    assert json.loads((outcome.run_dir / "run.json").read_text())["retries"] == outcome.retries
     import pandas.testing as pdt
     # The same units as the undisturbed run, so the same rows. (Only the same units: in bf16
     # a prompt batched with other prompts may sample differently, so a sample depends on its
@@ -240,10 +249,9 @@ def _killed_mid_run(reference, tmp_path: Path, target: str, *, engine_core_proce
 @pytest.mark.parametrize("target", ["actor", "worker"])
 def test_engine_killed_mid_run_every_row_exactly_once(reference, tmp_path, ray_local, target, monkeypatch):
     """The tests' engine layout (engine core in the actor, model worker apart), on the two
-    replicas the previous test left loaded."""
-    # A killed engine can leave the actor's generate() waiting for ever: the actor's watchdog
-    # ends the unit; the scheduler's unit timeout is the backstop. Units here take seconds.
-    monkeypatch.setenv("DECEVAL_UNIT_TIMEOUT_S", "90")
+    replicas the previous test left loaded. Default settings: no unit timeout shorter than
+    the default 3600 s; the actor's watchdog must notice the dead engine."""
+    monkeypatch.delenv("DECEVAL_UNIT_TIMEOUT_S", raising=False)
     _killed_mid_run(reference, tmp_path, target, engine_core_process=False)
 
 
@@ -315,8 +323,9 @@ def test_two_models_load_once_and_keep_affinity(tmp_path, ray_local):
 @engine
 def test_engine_core_killed_mid_run_every_row_exactly_once(reference, tmp_path, ray_local, monkeypatch):
     """vLLM's own layout (engine core in a process of its own, the default): the engine-core
-    process is killed. Last in the module: its two new actors match no other test's."""
-    monkeypatch.setenv("DECEVAL_UNIT_TIMEOUT_S", "90")
+    process is killed. Last in the module: its two new actors match no other test's. Default
+    settings, as above."""
+    monkeypatch.delenv("DECEVAL_UNIT_TIMEOUT_S", raising=False)
     _killed_mid_run(reference, tmp_path, "engine_core", engine_core_process=True)
 
 
