@@ -73,7 +73,15 @@ class Metric:
         return AGGREGATIONS[self.aggregation](vals) if vals else None
 
 
-METRICS: Registry = Registry("metric")
+def _check_metric(name: str, obj: Any) -> None:
+    """A ``module:attr`` metric named in a config must be a Metric, wherever it is resolved."""
+    if not isinstance(obj, Metric):
+        from harness.errors import RegistryError
+        raise RegistryError(f"metric {name!r} names a {type(obj).__name__}, not a harness.metrics.Metric; "
+                            f"build it with register_metric or Metric(...)")
+
+
+METRICS: Registry = Registry("metric", validate=_check_metric)
 
 
 def register_metric(name: str, *, higher_is_better: bool | None, description: str, aggregation: str = "mean",
@@ -202,9 +210,12 @@ def numeric_match(row: dict[str, Any]) -> float | None:
 
 
 @register_metric("pass_at_1", higher_is_better=True, needs=["code"], batch=True,
-                 description="HumanEval: the completion passes the task's unit tests, run in a sandboxed "
-                             "subprocess with a timeout; its mean over samples is pass@1. None on other sets")
+                 description="HumanEval: the completion passes the task's unit tests, run in the bubblewrap "
+                             "sandbox with a timeout (a pass is a token printed after the tests return, never an "
+                             "exit status); its mean over samples is pass@1. None on rows that are not the "
+                             "humaneval set's tasks (prompt set and prompt hash)")
 def pass_at_1(rows: list[dict[str, Any]]) -> list[float | None]:
+    """Raises harness.sandbox.SandboxUnavailable when a row would run code and bwrap cannot."""
     from harness.sandbox import humaneval_passed
     return [None if p is None else float(p) for p in humaneval_passed(rows)]
 

@@ -105,3 +105,49 @@ def test_duplicate_ids(tmp_path):
 def test_unknown_builtin_did_you_mean():
     with pytest.raises(PromptError, match="did you mean 'facts'"):
         load_prompt_set(cfg("fact"))
+
+
+# ---- line splitting and Unicode ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085"])  # str.splitlines splits at each
+def test_unicode_line_separators_inside_a_string_are_text(tmp_path, separator):
+    p = tmp_path / "sep.jsonl"
+    p.write_text(json.dumps({"id": "a", "prompt": f"one{separator}two"}, ensure_ascii=False) + "\n"
+                 + json.dumps({"id": "b", "prompt": "three"}) + "\n", encoding="utf-8")
+    ps = load_prompt_set(cfg("sep", p))
+    assert [(x.id, x.text) for x in ps.prompts] == [("a", f"one{separator}two"), ("b", "three")]
+
+
+def test_crlf_and_blank_lines(tmp_path):
+    p = tmp_path / "crlf.jsonl"
+    p.write_bytes(b'{"prompt": "a"}\r\n\r\n  \r\n{"prompt": "b\\r"}\r\n{"prompt": "c"}')
+    ps = load_prompt_set(cfg("crlf", p))
+    assert [x.text for x in ps.prompts] == ["a", "b\r", "c"]
+
+
+def test_a_lone_surrogate_is_an_error_naming_file_line_and_id(tmp_path):
+    p = tmp_path / "sur.jsonl"
+    p.write_text('{"id": "fine", "prompt": "ok"}\n\n{"id": "q7", "prompt": "bad \\ud800 here"}\n')
+    with pytest.raises(PromptError) as e:
+        load_prompt_set(cfg(path=p))
+    msg = str(e.value)
+    assert f"{p}:3:" in msg and "prompt 'q7'" in msg and "field 'prompt'" in msg and "UTF-8" in msg
+    p.write_text('{"id": "q8", "prompt": "ok", "aliases": ["\\udfff"]}\n')
+    with pytest.raises(PromptError, match="prompt 'q8': field 'aliases' is not valid Unicode"):
+        load_prompt_set(cfg(path=p))
+
+
+@pytest.mark.parametrize("line,message", [
+    ('{"prompt": "a", "reference": NaN}', "NaN is not a JSON number"),
+    ('{"prompt": "a", "prompt": "b"}', "duplicate key 'prompt'"),
+    ('{"prompt": "a", "id": ["x"]}', "field 'id' must be a string or an integer, got ['x']"),
+    ('{"prompt": ' + "1" * 5000 + "}", "Exceeds the limit (4300 digits)"),
+    ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
+])
+def test_json_a_prompt_file_cannot_hold(tmp_path, line, message):
+    p = tmp_path / "odd.jsonl"
+    p.write_text('{"prompt": "fine"}\n' + line + "\n")
+    with pytest.raises(PromptError) as e:
+        load_prompt_set(cfg(path=p))
+    assert f"{p}:2:" in str(e.value) and message in str(e.value) and len(str(e.value)) < 500

@@ -32,9 +32,55 @@ def test_unknown_name_did_you_mean():
 def test_module_class_string_resolves_and_is_validated():
     assert get_strategy("strategies.native:TopP").name == "top_p"
     with pytest.raises(RegistryError, match="not a strategies.base.Strategy"):
-        get_strategy("json:dumps")
+        get_strategy("harness.config:slugify")
     with pytest.raises(RegistryError, match="cannot import module"):
         load_object("no_such_module_xyz:Thing")
+
+
+@pytest.mark.parametrize("ref,message", [
+    ("this:s", "'this' is a standard-library module, not a thing plugin"),
+    ("os.path:join", "'os' is a standard-library module"),
+    ("no_such_module_xyz:Thing", "no module 'no_such_module_xyz' on the Python path"),
+    ("harness.no_such_module:Thing", "no module 'harness.no_such_module'"),
+    ("harness/config:slugify", "expected 'package.module:attr' (dotted Python names)"),
+    ("harness.config:", "expected 'package.module:attr'"),
+    ("x" * 500 + ":y", "xxx..."),
+])
+def test_plugin_refs_are_checked_without_importing(ref, message, monkeypatch):
+    import sys
+    monkeypatch.delitem(sys.modules, "this", raising=False)
+    reg = Registry("thing", validate=lambda name, obj: None)
+    for call in (reg.check, reg.get):  # get applies the same rule before it imports
+        with pytest.raises(RegistryError) as e:
+            call(ref)
+        assert message in str(e.value) and len(str(e.value)) < 400
+    assert "this" not in sys.modules
+
+
+def test_check_finds_a_submodule_without_running_its_package(tmp_path, monkeypatch):
+    import os
+    import sys
+    pkg = tmp_path / "deceval_probe_pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("import os\nos.environ['DECEVAL_PROBE_RAN'] = '1'\n")
+    (pkg / "sub" / "__init__.py").write_text("raise RuntimeError('must not run')\n")
+    (pkg / "sub" / "mod.py").write_text("raise RuntimeError('must not run')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("DECEVAL_PROBE_RAN", raising=False)
+    reg = Registry("thing")
+    reg.check("deceval_probe_pkg.sub.mod:Thing")
+    with pytest.raises(RegistryError, match="no module 'deceval_probe_pkg.sub.other'"):
+        reg.check("deceval_probe_pkg.sub.other:Thing")
+    assert "DECEVAL_PROBE_RAN" not in os.environ and "deceval_probe_pkg" not in sys.modules
+
+
+def test_check_accepts_registered_and_entry_point_names_and_suggests_others():
+    reg = Registry("thing")
+    reg.register("json_dumps", "json:dumps")  # registered by code: trusted, even from the standard library
+    reg.check("json_dumps")
+    with pytest.raises(RegistryError, match="did you mean 'json_dumps'"):
+        reg.check("json_dump")
+    STRATEGIES.check("wsp")
 
 
 def test_native_strategies_registered():
