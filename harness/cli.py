@@ -18,6 +18,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from harness.runner import describe_engines, format_table, run, summarize
 
     cfg = load_config(args.config)
+    _check_before_run(cfg, force=args.force)
+    _check_code_sandbox(cfg, args.allow_unsandboxed_code)
     if args.output_dir:
         from dataclasses import replace
         cfg = replace(cfg, output_dir=args.output_dir)
@@ -36,6 +38,52 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_code_sandbox(cfg, allow_unsandboxed: bool) -> str | None:
+    """Before any engine starts: a run that will execute generated code (a code metric on the
+    humaneval set) needs the bubblewrap sandbox, or the user's explicit
+    ``--allow-unsandboxed-code``; else SandboxUnavailable says how to install bubblewrap.
+    Returns the mode code will run in ("bwrap" or "unsandboxed"), None when no code runs."""
+    import os
+
+    from harness.metrics import METRICS, default_metrics
+    from harness.prompts import HUMANEVAL_SET
+    from harness.sandbox import ALLOW_UNSANDBOXED_ENV, execution_mode, sandbox_problem
+
+    if allow_unsandboxed:
+        os.environ[ALLOW_UNSANDBOXED_ENV] = "1"  # read where the rows are scored
+    names = list(cfg.metrics) if cfg.metrics is not None else default_metrics()
+    if not (any("code" in METRICS.get(m).needs for m in names if m in METRICS)
+            and any(p.name == HUMANEVAL_SET for p in cfg.prompt_sets)):
+        return None
+    mode = execution_mode()
+    if mode == "unsandboxed":
+        print(f"warning: {sandbox_problem()}; generated code (HumanEval completions) runs as a plain subprocess "
+              f"with rlimits, NOT in the sandbox: it shares this machine's network, files and processes",
+              file=sys.stderr)
+    return mode
+
+
+def _check_before_run(cfg, force: bool) -> None:
+    """What validation leaves to run time: plugin metrics are Metrics; the plan's size."""
+    from harness.config import check_metric_plugins
+    check_metric_plugins(cfg)
+    if not force:
+        _check_plan_size(cfg)
+
+
+def _check_plan_size(cfg, force: bool = False, sets=None) -> int:
+    """Planned rows of ``cfg``; ConfigError above harness.config.MAX_PLANNED_ROWS unless ``force``."""
+    from harness.config import check_planned_rows
+    from harness.prompts import load_prompt_set
+
+    sets = [load_prompt_set(p) for p in cfg.prompt_sets] if sets is None else sets
+    return check_planned_rows(cfg, sum(len(s.prompts) for s in sets), force=force)
+
+
+def _shown_list(items: list[str], limit: int = 20) -> str:
+    return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from harness.config import load_config
     from harness.plan import make_plan
@@ -43,14 +91,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     sets = [load_prompt_set(p) for p in cfg.prompt_sets]
+    rows = _check_plan_size(cfg, args.force, sets)
     units = make_plan(cfg, sets)
     bad = sum(1 for s in sets for p in s.prompts if p.error)
     print(f"{cfg.source}: valid. run id {cfg.run_id}")
-    print(f"  models: {', '.join(f'{m.name} ({m.ref}, x{m.replicas})' for m in cfg.models)}")
-    print(f"  prompt sets: {', '.join(f'{s.name} ({len(s.prompts)})' for s in sets)}"
+    print(f"  models: {_shown_list([f'{m.name} ({m.ref}, x{m.replicas})' for m in cfg.models])}")
+    print(f"  prompt sets: {_shown_list([f'{s.name} ({len(s.prompts)})' for s in sets])}"
           + (f"; {bad} invalid prompt(s) will become error rows" if bad else ""))
-    print(f"  strategy configs ({len(cfg.strategies)}): {', '.join(s.label for s in cfg.strategies)}")
-    print(f"  seeds: {list(cfg.seeds)}; units: {len(units)}; rows: {sum(u.expected_rows for u in units)}")
+    print(f"  strategy configs ({len(cfg.strategies)}): {_shown_list([s.label for s in cfg.strategies])}")
+    print(f"  seeds: [{_shown_list([str(s) for s in cfg.seeds])}]; units: {len(units)}; rows: {rows}")
     return 0
 
 
@@ -104,10 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output-dir", help="report root (default: output.dir from the config, 'reports')")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("-v", "--verbose", action="store_true", help="show engine and Ray logs")
+    r.add_argument("--force", action="store_true", help="run a plan of more rows than the limit "
+                                                       "(harness.config.MAX_PLANNED_ROWS, 1,000,000)")
+    r.add_argument("--allow-unsandboxed-code", action="store_true",
+                   help="where bubblewrap cannot run, score code metrics (pass@k) by running generated code as a "
+                        "plain subprocess with rlimits instead of refusing; NOT a sandbox")
     r.set_defaults(func=_cmd_run)
 
-    v = sub.add_parser("validate", help="check a config and show the plan, without running anything")
+    v = sub.add_parser("validate", help="check a config and show the plan, without running anything; runs no "
+                                        "code the config names")
     v.add_argument("config")
+    v.add_argument("--force", action="store_true", help="accept a plan of more rows than the limit "
+                                                       "(harness.config.MAX_PLANNED_ROWS, 1,000,000)")
     v.set_defaults(func=_cmd_validate)
 
     s = sub.add_parser("strategies", help="list strategies with their parameters and defaults")

@@ -15,7 +15,8 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.leaderboard import build_leaderboard, expand_reports, to_markdown, write_leaderboard
     try:
         reports = expand_reports(args.reports or ["reports"])
-        lb = build_leaderboard(reports, _metric_list(args.metrics), n_boot=args.n_boot, confidence=args.confidence)
+        lb = build_leaderboard(reports, _metric_list(args.metrics), n_boot=args.n_boot, confidence=args.confidence,
+                               execute_code=args.execute_code)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -27,17 +28,32 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    """Exit 0: the gate passed; 1: it failed; 2: bad input, or compare itself crashed (a
+    crash must never read as a regression, nor as a pass)."""
+    from harness.errors import DecevalError
     from harness.regression import compare, format_comparison, load_gate_config
-    from harness.report import read_run_json
     try:
-        gate = load_gate_config(args.gate, read_run_json(Path(args.candidate)))
-        result = compare(args.baseline, args.candidate, gate, _metric_list(args.metrics))
-    except (FileNotFoundError, ValueError) as exc:
+        csv = Path(args.csv) if args.csv else None
+        if csv is not None and csv.is_dir():
+            raise ValueError(f"--csv {csv} is a folder; give a file path such as {csv / 'compare.csv'}")
+        if csv is not None and not csv.parent.is_dir():
+            raise ValueError(f"--csv {csv}: the folder {csv.parent} does not exist; create it or write elsewhere")
+        gate = load_gate_config(args.gate) if args.gate else None  # None: the baseline's run.json section
+        result = compare(args.baseline, args.candidate, gate, _metric_list(args.metrics),
+                         execute_code=args.execute_code)
+        text = format_comparison(result)
+        if csv is not None:
+            result.table.to_csv(csv, index=False)
+    except (OSError, ValueError, ImportError, DecevalError) as exc:  # an extra or the sandbox a metric needs
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_comparison(result))
-    if args.csv:
-        result.table.to_csv(args.csv, index=False)
+    except Exception as exc:  # noqa: BLE001 - a bug in compare: report it in one line, never as exit 1
+        import traceback
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        print(f"error: compare failed unexpectedly ({type(exc).__name__}: {str(exc)[:200]} at "
+              f"{Path(where.filename).name}:{where.lineno}); please report this bug", file=sys.stderr)
+        return 2
+    print(text)
     return 0 if result.passed else 1
 
 
@@ -61,17 +77,24 @@ def add_report_commands(sub: "argparse._SubParsersAction") -> None:
     lb.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the CIs (default 2000)")
     lb.add_argument("--confidence", type=float, default=0.95, help="CI level (default 0.95)")
     lb.add_argument("--no-html", action="store_true", help="skip the HTML page (and matplotlib)")
+    lb.add_argument("--execute-code", action="store_true",
+                    help="compute a code metric (pass@k) a report lacks by running its HumanEval completions in "
+                         "the sandbox (off: reading a report never runs code, and the metric stays absent)")
     lb.set_defaults(func=_cmd_leaderboard)
 
-    c = sub.add_parser("compare", help="gate a candidate run against a baseline: per metric the paired difference "
-                                       "with its CI and a verdict; exit status 1 when a gated metric regressed")
+    c = sub.add_parser("compare", help="gate a candidate run against a baseline: per metric the paired difference, "
+                                       "its CI and a non-inferiority test; exit 0 pass, 1 gate failed, 2 bad input")
     c.add_argument("baseline", metavar="BASELINE", help="baseline report folder (reports/<run_id>)")
     c.add_argument("candidate", metavar="CANDIDATE", help="candidate report folder")
-    c.add_argument("--gate", help="YAML file with a 'regression:' section (default: the candidate config's "
-                                  "'regression:' section, else exact_match/contains_answer/numeric_match/pass_at_1 "
-                                  "with tolerance 0)")
-    c.add_argument("--metrics", help="comma-separated metrics to compare (default: all in both reports)")
-    c.add_argument("--csv", help="also write the comparison table to this CSV file")
+    c.add_argument("--gate", help="YAML file with a 'regression:' section (default: the BASELINE run.json's "
+                                  "config.regression, never the candidate's; else exact_match/contains_answer/"
+                                  "numeric_match/pass_at_1 with tolerance 0)")
+    c.add_argument("--metrics", help="comma-separated metrics to compare besides the gated ones "
+                                     "(default: all in both reports); gated metrics are always compared")
+    c.add_argument("--execute-code", action="store_true",
+                   help="compute a code metric (pass@k) a report lacks by running its generated code in the "
+                        "sandbox (off: reading a report never runs code; a gated one then fails the gate)")
+    c.add_argument("--csv", help="also write the comparison table to this CSV file (its folder must exist)")
     c.set_defaults(func=_cmd_compare)
 
     m = sub.add_parser("metrics", help="list metrics with direction, aggregation and needs")

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness.config import PromptSetConfig, read_text_file
+from harness.config import PromptSetConfig, excerpt, read_text_file
 from harness.errors import PromptError
 
 BUILTIN_SETS = {
@@ -72,18 +72,38 @@ def builtin_path(name: str) -> Path:
     return Path(str(resources.files("harness") / "data" / "prompts" / f"{name}.jsonl"))
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number; give a finite number or a string")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {excerpt(k)}; give each field once")
+        out[k] = v
+    return out
+
+
 def _records_from_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
     text = read_text_file(path, "prompt file")
     out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # JSONL lines end at "\n" only: str.splitlines would also split inside a string value
+    # at U+2028, U+0085, \x1c ..., which JSON allows unescaped.
+    for lineno, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
         try:
-            rec = json.loads(line)
+            rec = json.loads(line, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise PromptError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one "
                               f"JSON object like {{\"prompt\": \"...\", \"reference\": \"...\"}}") from None
+        except ValueError as exc:  # NaN, a duplicate key, an int of more than 4300 digits
+            raise PromptError(f"{where}: {excerpt(str(exc), 200, quote=False)}") from None
+        except RecursionError:
+            raise PromptError(f"{where}: JSON nested too deeply; a prompt record is one flat object") from None
         out.append((where, rec))
     return out
 
@@ -108,16 +128,26 @@ def _make_prompt(where: str, rec: Any, set_name: str, index: int, chat: bool) ->
     if not isinstance(text, str):
         raise PromptError(f"{where}: field 'prompt' must be a string, got {type(text).__name__}")
     pid = rec.get("id")
+    if pid is not None and (isinstance(pid, bool) or not isinstance(pid, (str, int))):
+        raise PromptError(f"{where}: field 'id' must be a string or an integer, got {excerpt(pid)}")
     pid = f"{set_name}-{index:04d}" if pid is None else str(pid)
     ref = rec.get("reference")
     if ref is not None and not isinstance(ref, (str, int, float)):
         raise PromptError(f"{where}: field 'reference' must be a string or number, got {type(ref).__name__}")
     aliases = rec.get("aliases") or []
     if not isinstance(aliases, list) or not all(isinstance(a, (str, int, float)) for a in aliases):
-        raise PromptError(f"{where}: field 'aliases' must be a list of strings, got {aliases!r}")
+        raise PromptError(f"{where}: field 'aliases' must be a list of strings, got {excerpt(aliases)}")
+    for fname, value in (("id", pid), ("prompt", text), ("reference", ref), *(("aliases", a) for a in aliases)):
+        try:
+            if isinstance(value, str):
+                value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from a "\ud800" JSON escape
+            raise PromptError(f"{where}: prompt {excerpt(pid)}: field {fname!r} is not valid Unicode (lone surrogate "
+                              f"{value[exc.start]!r} at character {exc.start}); it cannot be encoded as UTF-8, "
+                              f"fix the escape in the file") from None
     error = None
     if not text.strip():
-        error = f"prompt {pid!r} ({where}) is empty; give it some text or remove it"
+        error = f"prompt {excerpt(pid)} ({where}) is empty; give it some text or remove it"
     return Prompt(id=pid, set=set_name, text=text, reference=None if ref is None else str(ref),
                   aliases=tuple(str(a) for a in aliases), chat=chat, error=error)
 
@@ -152,7 +182,23 @@ def load_prompt_set(cfg: PromptSetConfig) -> PromptSet:
         seen[p.id] = seen.get(p.id, 0) + 1
     dups = sorted(k for k, v in seen.items() if v > 1)
     if dups:
-        raise PromptError(f"prompt file {path}: duplicate ids {dups[:5]}; ids must be unique within a set")
+        raise PromptError(f"prompt file {path}: duplicate ids {excerpt(dups[:5], 200)}; ids must be unique within a set")
     if cfg.limit:
         prompts = prompts[: cfg.limit]
     return PromptSet(name=cfg.name, source=str(path), prompts=tuple(prompts))
+
+
+#: The generated set of HumanEval tasks, the one set whose rows code metrics execute.
+HUMANEVAL_SET = "humaneval"
+
+
+def humaneval_prompt_hashes() -> dict[str, frozenset[str]]:
+    """Each HumanEval task id -> the prompt hashes this loader gives its prompt (plain and
+    chat). A report row answers a HumanEval task only when its ``prompt_set`` is
+    :data:`HUMANEVAL_SET` and its ``prompt_hash`` is one of these, so code runs for the
+    set's real tasks only, never for a row whose id merely looks like "HumanEval/3"."""
+    out: dict[str, set[str]] = {}
+    for chat in (False, True):
+        for p in load_prompt_set(PromptSetConfig(name=HUMANEVAL_SET, path=None, chat=chat, limit=None)).prompts:
+            out.setdefault(p.id, set()).add(p.hash)
+    return {k: frozenset(v) for k, v in out.items()}

