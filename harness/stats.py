@@ -114,3 +114,71 @@ def summary(df: Any, metrics: Sequence[str], group: Sequence[str] = ("model", "s
             rows.append({**dict(zip(group, key)), "metric": m, **ci.as_dict(),
                          "direction": {True: "higher", False: "lower", None: "none"}[hib]})
     return pd.DataFrame(rows, columns=[*group, "metric", "mean", "ci_low", "ci_high", "n_prompts", "direction"])
+
+
+# ---- the regression gate's tests: paired pairs, one-sided bounds, exact paired binary tests ----
+
+def paired_values(df_a: Any, df_b: Any, metric: str) -> Any:
+    """The pairs :func:`paired_diff_ci` uses: a DataFrame with columns ``a`` and ``b``
+    indexed by :data:`PAIR_KEY`, one row per (prompt, seed, sample) scored on both sides
+    (error rows and None dropped; duplicates of a key averaged)."""
+    cols = PAIR_KEY + [metric]
+    a = df_a[df_a[metric].notna() & (df_a["error"].isna() if "error" in df_a else True)][cols]
+    b = df_b[df_b[metric].notna() & (df_b["error"].isna() if "error" in df_b else True)][cols]
+    a = a.groupby(PAIR_KEY, sort=False)[metric].mean()
+    b = b.groupby(PAIR_KEY, sort=False)[metric].mean()
+    return a.to_frame("a").join(b.to_frame("b"), how="inner")
+
+
+def prompt_diffs(pairs: Any) -> np.ndarray:
+    """Per prompt, the mean of b - a over its pairs (the values :func:`paired_diff_ci`
+    resamples), sorted by prompt."""
+    if len(pairs) == 0:
+        return np.empty(0)
+    return (pairs["b"] - pairs["a"]).groupby(level=PROMPT_KEY, sort=True).mean().to_numpy()
+
+
+def bootstrap_bound(values: Sequence[float] | np.ndarray, side: str, n_boot: int = DEFAULT_N_BOOT,
+                    confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> float:
+    """The one-sided percentile-bootstrap bound of the mean at level ``confidence``:
+    ``side="lower"`` gives L with P(mean >= L) ~ confidence, ``"upper"`` the mirror. It is
+    the matching end of the two-sided interval at level 2 * confidence - 1, so with the same
+    ``seed`` it comes from the very resamples :func:`bootstrap_ci` draws. NaN for no value."""
+    if side not in ("lower", "upper"):
+        raise ValueError(f"side must be 'lower' or 'upper', got {side!r}")
+    if not 0.5 < confidence < 1:
+        raise ValueError(f"a one-sided bound needs confidence in (0.5, 1), got {confidence!r}")
+    ci = bootstrap_ci(values, n_boot, 2 * confidence - 1, seed)
+    return ci.low if side == "lower" else ci.high
+
+
+def mcnemar_exact(n_worse: int, n_better: int) -> float:
+    """Two-sided exact McNemar p-value: the binomial test of the discordant pairs against
+    p = 1/2 (scipy's ``binomtest``). 1.0 when there is no discordant pair."""
+    from scipy.stats import binomtest
+    if n_worse + n_better == 0:
+        return 1.0
+    return float(binomtest(int(n_worse), int(n_worse + n_better), 0.5).pvalue)
+
+
+def paired_binary_noninferiority_p(n_worse: int, n_better: int, n_pairs: int, margin: float) -> float:
+    """Exact conditional test that a candidate is not worse than a baseline by ``margin`` on
+    paired 0/1 outcomes (the one-sided exact McNemar test when ``margin`` is 0).
+
+    Of the ``n_pairs`` pairs, D = n_worse + n_better are discordant; given D, n_worse is
+    Binomial(D, q) and the difference in proportions is (D / n_pairs) * (1 - 2q). H0
+    "candidate worse by margin or more" is q >= q0 = (1 + margin * n_pairs / D) / 2; the
+    p-value is P(Binomial(D, q0) <= n_worse). When margin * n_pairs >= D the discordant
+    pairs cannot reach the margin at all and the p-value is 0 (with D = 0 the difference
+    is exactly 0)."""
+    from scipy.stats import binomtest
+    d = int(n_worse + n_better)
+    if n_pairs <= 0 or not 0 <= n_worse <= d <= n_pairs:
+        raise ValueError(f"need 0 <= n_worse, n_better and n_worse + n_better <= n_pairs, "
+                         f"got {n_worse}, {n_better}, {n_pairs}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin!r}")
+    if margin * n_pairs > d or d == 0:
+        return 0.0
+    q0 = min(1.0, (1 + margin * n_pairs / d) / 2)
+    return float(binomtest(int(n_worse), d, q0, alternative="less").pvalue)
