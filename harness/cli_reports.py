@@ -13,6 +13,9 @@ def _metric_list(text: str | None) -> list[str] | None:
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.leaderboard import build_leaderboard, expand_reports, to_markdown, write_leaderboard
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        print(f"error: --out {args.out} is a file; give a folder (it is created if missing)", file=sys.stderr)
+        return 2
     try:
         reports = expand_reports(args.reports or ["reports"])
         lb = build_leaderboard(reports, _metric_list(args.metrics), n_boot=args.n_boot, confidence=args.confidence,
@@ -21,7 +24,11 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else (reports[0] / "leaderboard")
-    paths = write_leaderboard(lb, out, html_page=not args.no_html)
+    try:
+        paths = write_leaderboard(lb, out, html_page=not args.no_html)
+    except OSError as exc:  # a read-only folder, a path through a file, a full disk
+        print(f"error: cannot write the leaderboard to {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(to_markdown(lb))
     print("\nwritten: " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     return 0

@@ -330,3 +330,16 @@ def test_html_escapes_every_label(hostile):
                               "table", "thead", "tbody", "tr", "th", "td", "figure", "img", "figcaption"}
     assert text.tags.count("img") == 3  # the three plots, and no image from a label
     assert set(LABELS.values()) <= set(text.cells) and text.h2 == [HOSTILE_MODEL]
+
+
+def test_out_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    from harness.cli import main
+    report = make_report(tmp_path, "r1", {"greedy": (0.5, 10, True), "top_p": (0.4, 10, True)})
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    assert main(["leaderboard", str(report), "--out", str(afile), "--no-html"]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "is a file" in err and "Traceback" not in err
+    assert afile.read_text() == "keep me"
+    assert main(["leaderboard", str(report), "--out", str(afile / "below"), "--no-html"]) == 2
+    assert "cannot write the leaderboard" in capsys.readouterr().err
