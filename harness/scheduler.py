@@ -64,6 +64,9 @@ class _Probe:
 
 
 class Scheduler:
+    """The dispatch policy (pools, in-flight bound, retries, timeouts); each :meth:`run`
+    keeps its state in a :class:`_Dispatch`."""
+
     def __init__(self, pools: dict[str, list[Any]], *, max_in_flight: int = 1, max_retries: int = 2,
                  method: str = "run_unit", retire_after: int = 4,
                  restart_on: tuple[str, ...] = ENGINE_DEAD_ERRORS, probe_interval: float = 0.5,
@@ -91,135 +94,193 @@ class Scheduler:
         ``on_failed(unit, error, attempts)`` when a unit runs out of retries.
         Returns counts: done, failed, retries, restarts (engine-dead kills), retired, timeouts."""
         import ray
-        from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
-        queues: dict[str, deque] = {m: deque() for m in self.pools}
+        dispatch = _Dispatch(self, on_done, on_failed, on_retry)
         for u in units:
-            if u.model not in queues:
-                raise KeyError(f"unit {u.id} is for model {u.model!r}, which has no engine pool")
-            queues[u.model].append((u, 1))
-        load = {m: [0] * len(a) for m, a in self.pools.items()}
-        live = {m: set(range(len(a))) for m, a in self.pools.items()}  # not retired
-        ready_slots = {m: set(range(len(a))) for m, a in self.pools.items()}  # live and not recovering
-        strikes = {m: [0] * len(a) for m, a in self.pools.items()}
-        flights: dict[Any, _Flight | _Probe] = {}
-        due_probes: list[tuple[float, str, int]] = []
-        stats = {"done": 0, "failed": 0, "retries": 0, "restarts": 0, "retired": 0, "timeouts": 0}
-
-        def fail(unit: Any, exc: BaseException, attempts: int) -> None:
-            stats["failed"] += 1
-            on_failed(unit, exc, attempts)
-
-        def retire(model: str, slot: int, why: str) -> None:
-            if slot in live[model]:
-                log.warning("retiring %s actor %d: %s", model, slot, why)
-                live[model].discard(slot)
-                ready_slots[model].discard(slot)
-                stats["retired"] += 1
-
-        def recover(model: str, slot: int, delay: float = 0.0) -> None:
-            """Hold the slot back until a cheap call shows that the (restarted) actor is up:
-            calls to a restarting actor fail at once and would burn the unit's retries."""
-            ready_slots[model].discard(slot)
-            if slot in live[model]:
-                due_probes.append((time.monotonic() + delay, model, slot))
-
-        def fill() -> None:
-            now = time.monotonic()
-            for item in [p for p in due_probes if p[0] <= now]:
-                due_probes.remove(item)
-                _, model, slot = item
-                if slot in live[model]:
-                    flights[self.pools[model][slot].__ray_ready__.remote()] = _Probe(model, slot)
-            for model, queue in queues.items():
-                if not live[model]:
-                    while queue:
-                        unit, attempt = queue.popleft()
-                        fail(unit, NoLiveActorError(f"no live engine actor left for model {model!r}"), attempt - 1)
-                    continue
-                while queue and ready_slots[model]:
-                    # Next idle actor of this model: the least loaded ready one with room.
-                    slot = min(ready_slots[model], key=lambda i: (load[model][i], i))
-                    if load[model][slot] >= self.max_in_flight:
-                        break
-                    unit, attempt = queue.popleft()
-                    ref = getattr(self.pools[model][slot], self.method).remote(unit)
-                    deadline = time.monotonic() + self.unit_timeout_s if self.unit_timeout_s else float("inf")
-                    flights[ref] = _Flight(unit, model, slot, attempt, deadline)
-                    load[model][slot] += 1
-
+            dispatch.submit(u)
         while True:
-            fill()
-            if not any(isinstance(f, _Flight) for f in flights.values()) and not any(queues.values()):
+            dispatch.fill()
+            if dispatch.finished():
                 break
-            now = time.monotonic()
-            for f in flights.values():
-                if isinstance(f, _Flight) and not f.timed_out and f.deadline <= now:
-                    # A hung unit (e.g. an engine core that died without the engine noticing):
-                    # kill the actor; Ray restarts it and the unit's ref fails -> retry below.
-                    log.warning("unit %s (%s) ran past %.0f s on actor %d; restarting the actor", f.unit.id,
-                                f.model, self.unit_timeout_s, f.slot)
-                    f.timed_out = True
-                    stats["timeouts"] += 1
-                    ray.kill(self.pools[f.model][f.slot], no_restart=False)
-            wakeups = [p[0] for p in due_probes] + [f.deadline for f in flights.values()
-                                                    if isinstance(f, _Flight) and not f.timed_out]
-            wake = min(wakeups, default=float("inf"))
-            timeout = None if wake == float("inf") else max(0.0, wake - now)
-            if not flights:  # every actor with work waiting is restarting: wait for its next probe
+            dispatch.on_timeout(time.monotonic())
+            timeout = dispatch.wait_s(time.monotonic())
+            if not dispatch.flights:  # every actor with work waiting is restarting: wait for its next probe
                 time.sleep(timeout or 0.0)
                 continue
-            ready, _ = ray.wait(list(flights), num_returns=1, timeout=timeout)
-            if not ready:
+            ready, _ = ray.wait(list(dispatch.flights), num_returns=1, timeout=timeout)
+            if ready:
+                dispatch.on_ready(ready[0])
+        return dispatch.stats
+
+
+class _Dispatch:
+    """One run's state, in the shape of Ray's ``ActorPool``: named attributes and short
+    methods, each actor addressed as (model, slot)."""
+
+    def __init__(self, sched: Scheduler, on_done: Callable[[Any, Any], None],
+                 on_failed: Callable[[Any, BaseException, int], None],
+                 on_retry: Callable[[Any, BaseException, int], None] | None) -> None:
+        pools = sched.pools
+        self.sched = sched
+        self.on_done, self.on_failed, self.on_retry = on_done, on_failed, on_retry
+        #: per model, the units waiting for an actor, with their attempt number
+        self.queues: dict[str, deque] = {m: deque() for m in pools}
+        #: per model and slot, the units in flight on that actor
+        self.load = {m: [0] * len(a) for m, a in pools.items()}
+        #: per model, the slots not retired
+        self.live = {m: set(range(len(a))) for m, a in pools.items()}
+        #: per model, the live slots not held back while their actor restarts
+        self.ready = {m: set(range(len(a))) for m, a in pools.items()}
+        #: per model and slot, failures in a row (reset by a success)
+        self.strikes = {m: [0] * len(a) for m, a in pools.items()}
+        #: object ref -> the unit it runs, or the readiness probe it is
+        self.flights: dict[Any, _Flight | _Probe] = {}
+        #: (due time, model, slot): probes to send once due
+        self.due_probes: list[tuple[float, str, int]] = []
+        self.stats = {"done": 0, "failed": 0, "retries": 0, "restarts": 0, "retired": 0, "timeouts": 0}
+
+    # ---- queueing and dispatch ----
+
+    def submit(self, unit: Any, attempt: int = 1, front: bool = False) -> None:
+        if unit.model not in self.queues:
+            raise KeyError(f"unit {unit.id} is for model {unit.model!r}, which has no engine pool")
+        (self.queues[unit.model].appendleft if front else self.queues[unit.model].append)((unit, attempt))
+
+    def fill(self) -> None:
+        """Send due probes, then units to the least-loaded ready actor of their model."""
+        self._send_due_probes(time.monotonic())
+        for model, queue in self.queues.items():
+            if not self.live[model]:
+                while queue:
+                    unit, attempt = queue.popleft()
+                    self._fail(unit, NoLiveActorError(f"no live engine actor left for model {model!r}"), attempt - 1)
                 continue
-            ref = ready[0]
-            flight = flights.pop(ref)
-            model, slot = flight.model, flight.slot
-            if isinstance(flight, _Probe):
-                try:
-                    ray.get(ref)
-                except ActorUnavailableError:
-                    recover(model, slot, self.probe_interval)  # still restarting
-                except RayActorError as exc:
-                    retire(model, slot, f"it is dead ({str(exc).splitlines()[0]})")
-                else:
-                    if slot in live[model]:
-                        ready_slots[model].add(slot)
-                continue
-            load[model][slot] -= 1
-            try:
-                result = ray.get(ref)
-            except (RayActorError, RayTaskError) as exc:
-                actor_died = isinstance(exc, RayActorError)
-                killed = flight.timed_out
-                if flight.timed_out:
-                    exc = TimeoutError(f"unit {flight.unit.id} ran longer than unit_timeout_s="
-                                       f"{self.unit_timeout_s:g} s; its actor was restarted ({exc})")
-                if not actor_died and any(name in str(exc) for name in self.restart_on):
-                    # The engine inside the actor is dead; the actor itself is not.
-                    # Kill it so that Ray restarts it with a fresh engine.
-                    log.warning("engine of %s actor %d is dead; restarting the actor", model, slot)
-                    stats["restarts"] += 1
-                    ray.kill(self.pools[model][slot], no_restart=False)
-                    actor_died = killed = True
-                if actor_died:
-                    strikes[model][slot] += 1
-                    if strikes[model][slot] >= self.retire_after:
-                        retire(model, slot, f"{strikes[model][slot]} failures in a row")
-                    elif slot in ready_slots[model]:
-                        # after our own kill, give it time to go down before the first probe
-                        recover(model, slot, self.probe_interval if killed else 0.0)
-                if flight.attempt <= self.max_retries:
-                    stats["retries"] += 1
-                    log.warning("unit %s (%s) failed on attempt %d, retrying: %s", flight.unit.id, model,
-                                flight.attempt, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                    queues[model].appendleft((flight.unit, flight.attempt + 1))
-                    if on_retry is not None:
-                        on_retry(flight.unit, exc, flight.attempt)
-                else:
-                    fail(flight.unit, exc, flight.attempt)
-            else:
-                strikes[model][slot] = 0
-                stats["done"] += 1
-                on_done(flight.unit, result)
-        return stats
+            while queue and self.ready[model]:
+                slot = min(self.ready[model], key=lambda i: (self.load[model][i], i))
+                if self.load[model][slot] >= self.sched.max_in_flight:
+                    break
+                unit, attempt = queue.popleft()
+                ref = getattr(self.sched.pools[model][slot], self.sched.method).remote(unit)
+                timeout = self.sched.unit_timeout_s
+                self.flights[ref] = _Flight(unit, model, slot, attempt,
+                                            time.monotonic() + timeout if timeout else float("inf"))
+                self.load[model][slot] += 1
+
+    def finished(self) -> bool:
+        return not any(isinstance(f, _Flight) for f in self.flights.values()) and not any(self.queues.values())
+
+    def wait_s(self, now: float) -> float | None:
+        """How long to wait for a result before a probe or a deadline is due (None: no limit)."""
+        wakeups = [p[0] for p in self.due_probes] + [f.deadline for f in self.flights.values()
+                                                     if isinstance(f, _Flight) and not f.timed_out]
+        wake = min(wakeups, default=float("inf"))
+        return None if wake == float("inf") else max(0.0, wake - now)
+
+    # ---- events ----
+
+    def on_timeout(self, now: float) -> None:
+        """A unit past its deadline (a hung engine): kill its actor; Ray restarts it and the
+        unit's ref fails, which :meth:`on_result` retries."""
+        for f in self.flights.values():
+            if isinstance(f, _Flight) and not f.timed_out and f.deadline <= now:
+                log.warning("unit %s (%s) ran past %.0f s on actor %d; restarting the actor", f.unit.id, f.model,
+                            self.sched.unit_timeout_s, f.slot)
+                f.timed_out = True
+                self.stats["timeouts"] += 1
+                self._kill(f.model, f.slot)
+
+    def on_ready(self, ref: Any) -> None:
+        flight = self.flights.pop(ref)
+        if isinstance(flight, _Probe):
+            self.on_probe(ref, flight)
+        else:
+            self.on_result(ref, flight)
+
+    def on_probe(self, ref: Any, probe: _Probe) -> None:
+        import ray
+        from ray.exceptions import ActorUnavailableError, RayActorError
+        try:
+            ray.get(ref)
+        except ActorUnavailableError:
+            self._recover(probe.model, probe.slot, self.sched.probe_interval)  # still restarting
+        except RayActorError as exc:
+            self._retire(probe.model, probe.slot, f"it is dead ({str(exc).splitlines()[0]})")
+        else:
+            if probe.slot in self.live[probe.model]:
+                self.ready[probe.model].add(probe.slot)
+
+    def on_result(self, ref: Any, flight: _Flight) -> None:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+        model, slot = flight.model, flight.slot
+        self.load[model][slot] -= 1
+        try:
+            result = ray.get(ref)
+        except (RayActorError, RayTaskError) as exc:
+            self.on_error(flight, exc, actor_died=isinstance(exc, RayActorError))
+            return
+        self.strikes[model][slot] = 0
+        self.stats["done"] += 1
+        self.on_done(flight.unit, result)
+
+    def on_error(self, flight: _Flight, exc: BaseException, actor_died: bool) -> None:
+        """A failed attempt: restart the actor where its engine is gone, then retry the unit
+        or, out of retries, fail it."""
+        model, slot = flight.model, flight.slot
+        killed = flight.timed_out
+        if flight.timed_out:
+            exc = TimeoutError(f"unit {flight.unit.id} ran longer than unit_timeout_s="
+                               f"{self.sched.unit_timeout_s:g} s; its actor was restarted ({exc})")
+        if not actor_died and any(name in str(exc) for name in self.sched.restart_on):
+            # The engine inside the actor is dead, the actor itself is not: restart it.
+            log.warning("engine of %s actor %d is dead; restarting the actor", model, slot)
+            self.stats["restarts"] += 1
+            self._kill(model, slot)
+            actor_died = killed = True
+        if actor_died:
+            self.strikes[model][slot] += 1
+            if self.strikes[model][slot] >= self.sched.retire_after:
+                self._retire(model, slot, f"{self.strikes[model][slot]} failures in a row")
+            elif slot in self.ready[model]:
+                # after our own kill, give it time to go down before the first probe
+                self._recover(model, slot, self.sched.probe_interval if killed else 0.0)
+        if flight.attempt > self.sched.max_retries:
+            self._fail(flight.unit, exc, flight.attempt)
+            return
+        self.stats["retries"] += 1
+        log.warning("unit %s (%s) failed on attempt %d, retrying: %s", flight.unit.id, model, flight.attempt,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        self.submit(flight.unit, flight.attempt + 1, front=True)
+        if self.on_retry is not None:
+            self.on_retry(flight.unit, exc, flight.attempt)
+
+    # ---- actor health ----
+
+    def _kill(self, model: str, slot: int) -> None:
+        import ray
+        ray.kill(self.sched.pools[model][slot], no_restart=False)  # Ray restarts it with a fresh engine
+
+    def _recover(self, model: str, slot: int, delay: float = 0.0) -> None:
+        """Hold the slot back until a cheap call shows that the (restarted) actor is up:
+        calls to a restarting actor fail at once and would burn the unit's retries."""
+        self.ready[model].discard(slot)
+        if slot in self.live[model]:
+            self.due_probes.append((time.monotonic() + delay, model, slot))
+
+    def _send_due_probes(self, now: float) -> None:
+        for item in [p for p in self.due_probes if p[0] <= now]:
+            self.due_probes.remove(item)
+            _, model, slot = item
+            if slot in self.live[model]:
+                self.flights[self.sched.pools[model][slot].__ray_ready__.remote()] = _Probe(model, slot)
+
+    def _retire(self, model: str, slot: int, why: str) -> None:
+        if slot in self.live[model]:
+            log.warning("retiring %s actor %d: %s", model, slot, why)
+            self.live[model].discard(slot)
+            self.ready[model].discard(slot)
+            self.stats["retired"] += 1
+
+    def _fail(self, unit: Any, exc: BaseException, attempts: int) -> None:
+        self.stats["failed"] += 1
+        self.on_failed(unit, exc, attempts)
