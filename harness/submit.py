@@ -52,6 +52,10 @@ SECRET_EXCLUDES = [
     ".aws",
     ".netrc",
 ]
+#: The job server's answer while a freshly started head's job agent is not up yet: retried
+#: for up to AGENT_WAIT_S seconds.
+NO_AGENT_YET = "No available agent to submit job"
+AGENT_WAIT_S = 60.0
 #: What a dry run prints in place of every environment value.
 MASK = "***"
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -191,13 +195,21 @@ def submit(spec: JobSpec, client: Any, *, wait: bool = False, force_new: bool = 
         sid = spec.submission_id = f"{spec.submission_id}-{_dt.datetime.now().strftime('%H%M%S')}"
     existing = None if force_new else job_info_or_none(client, sid)
     if existing is None:
-        try:
-            client.submit_job(**spec.submit_kwargs())
-        except RuntimeError as exc:
-            existing = job_info_or_none(client, sid)  # someone sent the same id just now
-            if existing is None:
-                raise SubmitError(f"the job server refused job {sid}: {exc}") from None
-        else:
+        deadline = clock() + AGENT_WAIT_S
+        while True:
+            try:
+                client.submit_job(**spec.submit_kwargs())
+            except RuntimeError as exc:
+                existing = job_info_or_none(client, sid)  # someone sent the same id just now
+                if existing is None and NO_AGENT_YET in str(exc) and clock() < deadline:
+                    time.sleep(poll_s)  # a head that has just started: its job agent is not up yet
+                    continue
+                if existing is None:
+                    raise SubmitError(f"the job server refused job {sid}: {exc}") from None
+                break
+            else:
+                break
+        if existing is None:
             print(f"submitted job {sid}", file=out)
             print(f"  entrypoint: {spec.entrypoint}", file=out)
             print(f"  report: {spec.output_dir}/{spec.metadata.get('deceval_run_id', '')}", file=out)

@@ -317,3 +317,31 @@ def test_real_job_on_a_local_head_completes_and_writes_its_report(local_head, tm
         assert again.returncode == 0 and "already submitted (status SUCCEEDED)" in again.stdout
     finally:
         cfg_path.unlink(missing_ok=True)
+
+
+class AgentNotUpClient(FakeClient):
+    """A head that has just started: its job agent refuses the first ``refusals`` submissions."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    def submit_job(self, **kw):
+        if self.refusals:
+            self.refusals -= 1
+            raise RuntimeError("Request failed with status code 500: No available agent to submit job, "
+                               "please try again later..")
+        return super().submit_job(**kw)
+
+
+def test_submit_waits_for_a_just_started_heads_job_agent(spec):
+    client = AgentNotUpClient(refusals=2)
+    out = io.StringIO()
+    assert submit(spec, client, out=out, poll_s=0) == 0
+    assert len(client.submitted) == 1 and "submitted job" in out.getvalue()
+
+
+def test_submit_gives_up_on_a_job_agent_that_never_comes_up(spec):
+    ticks = iter(range(0, 10_000, 30))  # each clock reading 30 s later: past the 60 s wait at once
+    with pytest.raises(SubmitError, match="No available agent"):
+        submit(spec, AgentNotUpClient(refusals=10**6), out=io.StringIO(), poll_s=0, clock=lambda: next(ticks))
