@@ -83,16 +83,10 @@ def paired_diff_ci(df_a: Any, df_b: Any, metric: str, n_boot: int = DEFAULT_N_BO
     """CI of mean(B - A) over prompts, pairing rows on prompt, seed and sample index.
     Only pairs present (and scored) on both sides count; the differences are averaged per
     prompt, then prompts are resampled."""
-    cols = PAIR_KEY + [metric]
-    a = df_a[df_a[metric].notna() & (df_a["error"].isna() if "error" in df_a else True)][cols]
-    b = df_b[df_b[metric].notna() & (df_b["error"].isna() if "error" in df_b else True)][cols]
-    a = a.groupby(PAIR_KEY, sort=False)[metric].mean()
-    b = b.groupby(PAIR_KEY, sort=False)[metric].mean()
-    joined = a.to_frame("a").join(b.to_frame("b"), how="inner")
-    if joined.empty:
+    diffs = prompt_diffs(paired_values(df_a, df_b, metric))
+    if diffs.size == 0:
         return CI(float("nan"), float("nan"), float("nan"), 0)
-    diff = (joined["b"] - joined["a"]).groupby(level=PROMPT_KEY, sort=True).mean()
-    return bootstrap_ci(diff.to_numpy(), n_boot, confidence, seed)
+    return bootstrap_ci(diffs, n_boot, confidence, seed)
 
 
 def summary(df: Any, metrics: Sequence[str], group: Sequence[str] = ("model", "strategy_label"),
