@@ -52,7 +52,7 @@ def _check_code_sandbox(cfg, allow_unsandboxed: bool) -> str | None:
     if allow_unsandboxed:
         os.environ[ALLOW_UNSANDBOXED_ENV] = "1"  # read where the rows are scored
     names = list(cfg.metrics) if cfg.metrics is not None else default_metrics()
-    if not (any("code" in METRICS.get(m).needs for m in names if m in METRICS)
+    if not (any(METRICS.get(m).runs_code for m in names if m in METRICS)
             and any(p.name == HUMANEVAL_SET for p in cfg.prompt_sets)):
         return None
     mode = execution_mode()

@@ -67,7 +67,7 @@ def rescore_missing(df: Any, metrics: Sequence[str], *, execute_code: bool = Fal
     taken for a result."""
     from harness.metrics import METRICS, score_rows
     todo = [m for m in metrics if m in METRICS and m not in df.columns and METRICS.get(m).stage == "row"
-            and (execute_code or "code" not in METRICS.get(m).needs)]
+            and (execute_code or not METRICS.get(m).runs_code)]
     if not todo or df.empty:
         return df
     df = df.reset_index(drop=True)

@@ -65,6 +65,11 @@ class Metric:
     unit: str = ""
 
     @property
+    def runs_code(self) -> bool:
+        """Scoring it executes generated code (in the sandbox)."""
+        return "code" in self.needs
+
+    @property
     def direction(self) -> str:
         return {True: "higher", False: "lower", None: "none"}[self.higher_is_better]
 

@@ -286,7 +286,7 @@ def _check_metric_names(names: Sequence[str], columns: Any) -> None:
 
 def _needs_code(metric: str) -> bool:
     from harness.metrics import METRICS
-    return metric in METRICS and "code" in METRICS.get(metric).needs
+    return metric in METRICS and METRICS.get(metric).runs_code
 
 
 def _runs_code_here(metric: str, rows: Any) -> bool:
