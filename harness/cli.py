@@ -45,13 +45,14 @@ def _check_code_sandbox(cfg, allow_unsandboxed: bool) -> str | None:
     Returns the mode code will run in ("bwrap" or "unsandboxed"), None when no code runs."""
     import os
 
-    from harness.metrics import METRICS, default_metrics
+    from harness.metrics import METRICS
+    from harness.plan import metric_names
     from harness.prompts import HUMANEVAL_SET
     from harness.sandbox import ALLOW_UNSANDBOXED_ENV, execution_mode, sandbox_problem
 
     if allow_unsandboxed:
         os.environ[ALLOW_UNSANDBOXED_ENV] = "1"  # read where the rows are scored
-    names = list(cfg.metrics) if cfg.metrics is not None else default_metrics()
+    names = metric_names(cfg)
     if not (any(METRICS.get(m).runs_code for m in names if m in METRICS)
             and any(p.name == HUMANEVAL_SET for p in cfg.prompt_sets)):
         return None

@@ -39,9 +39,14 @@ def shard(prompts: Sequence[Prompt], size: int | None) -> list[tuple[Prompt, ...
     return [tuple(prompts[i:i + size]) for i in range(0, len(prompts), size)]
 
 
-def make_plan(cfg: RunConfig, prompt_sets: Sequence[PromptSet]) -> list[WorkUnit]:
+def metric_names(cfg: RunConfig) -> list[str]:
+    """The metrics a run of ``cfg`` scores: the config's list, else the registry's defaults."""
     from harness.metrics import default_metrics
-    metrics = tuple(cfg.metrics) if cfg.metrics is not None else tuple(default_metrics())
+    return list(cfg.metrics) if cfg.metrics is not None else default_metrics()
+
+
+def make_plan(cfg: RunConfig, prompt_sets: Sequence[PromptSet]) -> list[WorkUnit]:
+    metrics = tuple(metric_names(cfg))
     prompts = [p for ps in prompt_sets for p in ps.prompts]
     units = []
     for model in cfg.models:

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from harness.config import RunConfig, check_run_id
 from harness.hardware import cpu_info
-from harness.plan import WorkUnit, make_plan
+from harness.plan import WorkUnit, make_plan, metric_names
 from harness.prompts import load_prompt_set
 from harness.report import (RunLock, git_revision, inside, now_iso, package_versions, read_samples, sample_schema,
                             set_aside, unit_problem, write_run_json, write_unit)
@@ -38,11 +38,6 @@ class RunOutcome:
     @property
     def ok(self) -> bool:
         return not self.units_failed
-
-
-def _metric_names(cfg: RunConfig) -> list[str]:
-    from harness.metrics import default_metrics
-    return list(cfg.metrics) if cfg.metrics is not None else default_metrics()
 
 
 _RAY_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
@@ -209,8 +204,8 @@ def _run_locked(cfg: RunConfig, run_id: str, run_dir: Path, *, address: str | No
     prompt_sets = [load_prompt_set(p) for p in cfg.prompt_sets]
     units = make_plan(cfg, prompt_sets)
     _check_resumable(run_dir, units)
-    metric_names = _metric_names(cfg)
-    schema = sample_schema(metric_names)
+    metrics = metric_names(cfg)
+    schema = sample_schema(metrics)
 
     pending, set_aside_files = [], []
     for u in units:
@@ -249,7 +244,7 @@ def _run_locked(cfg: RunConfig, run_id: str, run_dir: Path, *, address: str | No
         "prompt_sets": {p.name: {"source": p.source, "prompts": len(p.prompts), "hash": p.hash} for p in prompt_sets},
         "strategies": [{"label": s.label, "name": s.name, "id": s.id, "params": s.params,
                         "samples_per_prompt": s.samples_per_prompt, "max_tokens": s.max_tokens} for s in cfg.strategies],
-        "metrics": metric_names, "units": len(units),
+        "metrics": metrics, "units": len(units),
         "set_aside": [{"unit": r, "problem": p, "moved_to": a.name} for r, p, a in set_aside_files],
     }
     write_run_json(run_dir, run_meta)
@@ -257,7 +252,7 @@ def _run_locked(cfg: RunConfig, run_id: str, run_dir: Path, *, address: str | No
     outcome = RunOutcome(run_id, run_dir, len(units), skipped, 0)
     try:
         if pending:
-            _execute(cfg, pending, model_paths, run_dir, run_id, schema, metric_names, outcome, address, verbose,
+            _execute(cfg, pending, model_paths, run_dir, run_id, schema, metrics, outcome, address, verbose,
                      progress, out, keep_engines)
     except BaseException as exc:
         # Finished units are on disk; run.json must not go on saying "running".
@@ -331,7 +326,7 @@ def _architecture(path: Any) -> dict[str, Any] | None:
 
 
 def _execute(cfg: RunConfig, pending: list[WorkUnit], model_paths, run_dir: Path, run_id: str, schema,
-             metric_names: list[str], outcome: RunOutcome, address: str | None, verbose: bool, progress: bool,
+             metrics: list[str], outcome: RunOutcome, address: str | None, verbose: bool, progress: bool,
              out: TextIO, keep_engines: bool) -> None:
     from tqdm import tqdm
 
@@ -347,7 +342,7 @@ def _execute(cfg: RunConfig, pending: list[WorkUnit], model_paths, run_dir: Path
         try:
             for row in result.rows:
                 row["run_id"] = run_id
-            score_rows(result.rows, metric_names)
+            score_rows(result.rows, metrics)
             write_unit(run_dir, unit.relpath, result.rows, schema,
                        {"unit_id": unit.id, "rows": len(result.rows), "gen_seconds": result.gen_seconds,
                         "generated_tokens": result.generated_tokens, "engine": result.engine_info})
