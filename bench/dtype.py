@@ -44,7 +44,8 @@ def main() -> int:
     from vllm import SamplingParams
 
     from harness.config import PromptSetConfig
-    from harness.engine import Engine, core_share
+    from harness.engine.engine import Engine
+    from harness.driver.placement import core_share
     from harness.hardware import cpu_info, resolve_dtype
     from harness.models import prepare
     from harness.prompts import load_prompt_set

@@ -30,7 +30,8 @@ LAYOUTS = {"in-process engine core": False, "engine-core process (default)": Tru
 def child(n_prompts: int, max_tokens: int, core_process: int) -> None:
     from vllm import SamplingParams
 
-    from harness.engine import Engine, core_share
+    from harness.engine.engine import Engine
+    from harness.driver.placement import core_share
     from harness.models import prepare
     t0 = time.perf_counter()
     eng = Engine(str(prepare("smollm2-135m")), {"max_model_len": 1024, "kv_cache_gib": 1,

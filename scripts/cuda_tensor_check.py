@@ -3,8 +3,8 @@
     python3 scripts/cuda_tensor_check.py [--out results.json] [--stub-vllm]
 
 vLLM's CUDA build cannot be installed on every GPU machine we get, but the code we run
-inside its engine is plain torch: the nucleus counter's ``apply`` (harness.stepwise) and
-the tail cache's block copies (harness.tailcache). This script runs both on the GPU and
+inside its engine is plain torch: the nucleus counter's ``apply`` (harness.engine.vllm_ext.nucleus) and
+the tail cache's block copies (harness.engine.vllm_ext.tailcache). This script runs both on the GPU and
 checks them against the CPU and against the numpy rule (strategies.stepwise.nucleus_size):
 
 - nucleus counts for rows of every kind (peaked, flat ones that need the full sort, p = 1,
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def stub_vllm() -> None:
-    """Stand-ins for the vLLM names harness.stepwise and harness.tailcache import."""
+    """Stand-ins for the vLLM names harness.engine.vllm_ext's modules import."""
     def module(name: str, **attrs) -> types.ModuleType:
         m = types.ModuleType(name)
         m.__dict__.update(attrs)
@@ -85,8 +85,8 @@ def nucleus_rows(torch, vocab: int):
 
 
 def check_nucleus(torch, device: str, vocab: int) -> dict:
-    import harness.stepwise as hs
-    from strategies.stepwise import nucleus_size
+    import harness.engine.vllm_ext.nucleus as hs
+    from strategies.distributions import nucleus_size
 
     logits, ps = nucleus_rows(torch, vocab)
     want = [nucleus_size(torch.log_softmax(r.double(), -1).float().numpy(), p) for r, p in zip(logits, ps)]
@@ -123,7 +123,7 @@ def check_nucleus(torch, device: str, vocab: int) -> dict:
 
 
 def check_tail_cache(torch, device: str) -> dict:
-    from harness.tailcache import TailCacheConnector, TailCacheMetadata
+    from harness.engine.vllm_ext.tailcache import TailCacheConnector, TailCacheMetadata
 
     out = {}
     for name, kernel_split in (("block_major", 1), ("kernel_blocks_split_2", 2)):

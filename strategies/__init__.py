@@ -11,17 +11,17 @@ from typing import Any
 
 from harness.errors import RegistryError
 from harness.registry import Registry
+from strategies.base import Strategy
 
 
 def _check_strategy(name: str, obj: Any) -> None:
-    from strategies.base import Strategy
     if not (isinstance(obj, type) and issubclass(obj, Strategy)):
         raise RegistryError(f"strategy {name!r} resolves to {obj!r}, which is not a strategies.base.Strategy subclass")
 
 
 STRATEGIES: Registry = Registry("strategy", entry_point_group="harness.strategies", validate=_check_strategy)
 
-for _name, _ref in {
+BUILTINS = {
     "greedy": "strategies.native:Greedy",
     "temperature": "strategies.native:Temperature",
     "top_k": "strategies.native:TopK",
@@ -34,8 +34,14 @@ for _name, _ref in {
     "mirostat": "strategies.stepwise:Mirostat",
     "dynamic_top_p": "strategies.stepwise:DynamicTopP",
     "wsp": "strategies.wsp:WSP",
-}.items():
+}
+for _name, _ref in BUILTINS.items():
     STRATEGIES.register(_name, _ref)
+
+
+def builtin_names() -> list[str]:
+    """The built-in strategies, in registration order."""
+    return list(BUILTINS)
 
 
 def get_strategy(name: str):

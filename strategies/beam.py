@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from strategies.base import Params, StepwiseStrategy, check_range, param
+from strategies.base import Params, Stops, StepwiseStrategy, check_range, param
 
 
 @dataclass(frozen=True)
@@ -31,16 +31,14 @@ class BeamSearch(StepwiseStrategy):
     description = "Beam search with vLLM's own LLM.beam_search; the best beam is the completion."
     Params = BeamParams
     deterministic = True
+    step_fields = ()  # vLLM's beam search keeps no per-step trace
 
-    def run_unit(self, engine: Any, unit: Any, todo: list[tuple[dict[str, Any], list[int]]]) -> None:
-        from harness.stepwise import cut_at_stop
-
-        stops = list(getattr(unit, "stop", ()) or ())
-        eos = frozenset(engine.eos_token_ids)
+    def run_unit(self, engine: Any, todo: list[tuple[dict[str, Any], list[int]]], stops: Stops) -> None:
+        """Search every (row, prompt ids) of ``todo`` and fill the rows."""
         t0 = time.perf_counter()
         try:
             outs = engine.beam_search([ids for _, ids in todo], beam_width=self.params.width,
-                                      max_tokens=unit.strategy.max_tokens,
+                                      max_tokens=stops.max_tokens,
                                       length_penalty=self.params.length_penalty)
         except Exception as exc:  # noqa: BLE001
             for row, _ in todo:
@@ -50,8 +48,8 @@ class BeamSearch(StepwiseStrategy):
         for (row, _), out in zip(todo, outs):
             ids = out["token_ids"]
             text = engine.decode(ids)
-            finish = "eos" if ids and ids[-1] in eos else "length"
-            cut = cut_at_stop(text, stops)
+            finish = "eos" if ids and ids[-1] in stops.token_ids else "length"
+            cut = stops.cut(text)
             if cut != text:
                 text, finish = cut, "stop"
             row.update(completion=text, completion_tokens=len(ids), finish_reason=finish, latency_s=latency)

@@ -7,76 +7,23 @@ full distribution per live sequence per step (``StepEngine.next_token(full=True)
 keeps the tokens its rule allows and draws one with a numpy Generator seeded from the
 row's seed (:func:`draw`).
 
-This module also holds the distribution helpers that every stepwise piece shares
-(:func:`nucleus_size`, :func:`step_result`): the real engine and the tests' toy engine
-both build their :class:`StepResult` with them, so "the top-p nucleus" means one thing.
-
 Numpy only: no vllm, torch or ray imports here.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from strategies.base import Decoded, Params, StepEngine, StepResult, StepwiseStrategy, check_range, param
+from strategies.base import Column, Decoded, Params, SeqState, StepEngine, Stops, StepwiseStrategy, check_range, param
+from strategies.distributions import nucleus_size, probs_of, top_tokens
 
-# ---- distribution helpers ---------------------------------------------------------------
-
-
-def probs_of(logprobs: np.ndarray) -> np.ndarray:
-    """exp(logprobs) in float64 (no renormalisation: the engine's raw log-softmax is q)."""
-    return np.exp(np.asarray(logprobs, dtype=np.float64))
-
-
-def nucleus_size(logprobs: np.ndarray, top_p: float) -> int:
-    """Exact size of the top-p nucleus: sort tokens by probability descending and count the
-    shortest head whose cumulative mass reaches ``top_p`` (>=). No cap below the vocabulary:
-    if float round-off keeps the total under ``top_p``, the answer is the vocabulary size.
-    Ties do not matter for the count (equal values, equal cumulative sums)."""
-    if top_p >= 1.0:
-        # "Cumulative mass reaches 1" is at the mercy of round-off: count the whole support
-        # (every token with a finite logprob).
-        return int(np.isfinite(np.asarray(logprobs)).sum()) or 1
-    p = probs_of(logprobs)
-    s = np.sort(p)[::-1]
-    c = np.cumsum(s)
-    n = int(np.searchsorted(c, top_p, side="left")) + 1
-    return min(n, p.size)
-
-
-def top_tokens(logprobs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` most likely token ids and their logprobs, sorted by logprob descending,
-    ties broken by lower token id (exact even when ties straddle the k-th place)."""
-    lp = np.asarray(logprobs)
-    v = lp.size
-    k = min(k, v)
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-    if k < v:
-        part = np.argpartition(-lp, k - 1)[:k]
-        kth = lp[part].min()
-        idx = np.flatnonzero(lp >= kth)  # every token tied with the k-th one, too
-    else:
-        idx = np.arange(v)
-    order = np.lexsort((idx, -lp[idx]))
-    idx = idx[order][:k]
-    return idx.astype(np.int64), lp[idx].astype(np.float64)
-
-
-def step_result(logprobs: np.ndarray, *, top_k: int, nucleus_p: float | None = None, full: bool = False,
-                cached_tokens: int = 0, computed_tokens: int = 0) -> StepResult:
-    """A :class:`StepResult` from one full next-token logprob vector."""
-    ids, lps = top_tokens(logprobs, top_k)
-    return StepResult(token_ids=ids.tolist(), logprobs=lps.tolist(),
-                      nucleus_size=None if nucleus_p is None else nucleus_size(logprobs, nucleus_p),
-                      cached_tokens=cached_tokens, computed_tokens=computed_tokens,
-                      full_logprobs=np.asarray(logprobs) if full else None)
-
+#: Every sampler's per-sample column: the mean count of tokens its rule allowed per step.
+MEAN_CANDIDATES = Column("mean_candidates", "float64", description="mean tokens the rule allowed per step",
+                         leaderboard=False)
 
 def draw(token_ids: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> int:
     """Draw one token from ``token_ids`` with probability proportional to ``weights``:
@@ -229,35 +176,11 @@ class DynamicTopPWarper:
 # ---- the shared sampling loop -----------------------------------------------------------------
 
 
-class _Seq:
-    __slots__ = ("prompt", "gen", "state", "rng", "steps", "finish", "requests", "cached", "computed", "t_end")
-
-    def __init__(self, prompt: Sequence[int], seed: int, state: Any) -> None:
-        self.prompt = list(prompt)
-        self.gen: list[int] = []
-        self.state = state
-        self.rng = np.random.default_rng(seed)
-        self.steps: list[dict[str, Any]] = []
-        self.finish: str | None = None
-        self.requests = self.cached = self.computed = 0
-        self.t_end: float | None = None
-
-
-def check_stop(seq_gen: list[int], token: int, stop_token_ids: frozenset[int], max_tokens: int,
-               stop_check: Callable[[list[int]], bool] | None) -> str | None:
-    """Finish reason after ``token`` was appended to ``seq_gen``, or None to go on."""
-    if token in stop_token_ids:
-        return "eos"
-    if stop_check is not None and stop_check(seq_gen):
-        return "stop"
-    if len(seq_gen) >= max_tokens:
-        return "length"
-    return None
-
-
 class SamplerStrategy(StepwiseStrategy):
     """A stepwise sampler: one full-distribution request per live sequence per step; the
     rule (``keep``) picks the allowed tokens, :func:`draw` picks one, seeded per row."""
+
+    sample_columns = (MEAN_CANDIDATES,)
 
     def init_state(self) -> Any:
         return None
@@ -280,35 +203,23 @@ class SamplerStrategy(StepwiseStrategy):
         state = self.after(state, renorm)
         lp = float(logprobs[token])
         rank = int((np.asarray(logprobs) > lp).sum()) + 1
-        return token, state, {"token_id": token, "logprob": lp, "rank": rank, "candidates": int(ids.size),
-                              "n_chosen": None, "n_min": None, "n_max": None, "score": None}
+        return token, state, {"token_id": token, "logprob": lp, "rank": rank, "candidates": int(ids.size)}
 
-    def decode(self, engine: StepEngine, prompts: Sequence[Sequence[int]], *, max_tokens: int,
-               seeds: Sequence[int], stop_token_ids: frozenset[int] = frozenset(),
-               stop_check: Callable[[list[int]], bool] | None = None) -> list[Decoded]:
-        t0 = time.perf_counter()
-        seqs = [_Seq(p, s, self.init_state()) for p, s in zip(prompts, seeds)]
+    def decode(self, engine: StepEngine, prompts: Sequence[Sequence[int]], *, seeds: Sequence[int],
+               stops: Stops) -> list[Decoded]:
+        seqs = [SeqState(p, s, self.init_state()) for p, s in zip(prompts, seeds)]
         live = list(seqs)
         while live:
-            results = engine.next_token([s.prompt + s.gen for s in live], top_k=1, full=True)
+            results = engine.next_token([s.ids for s in live], top_k=1, full=True)
             for s, r in zip(live, results):
-                s.requests += 1
-                s.cached += r.cached_tokens
-                s.computed += r.computed_tokens
+                s.charge(r)
                 token, s.state, trace = self.select(r.full_logprobs, s.state, s.gen, s.rng)
-                s.gen.append(token)
-                s.steps.append(trace)
-                s.finish = check_stop(s.gen, token, stop_token_ids, max_tokens, stop_check)
-                if s.finish:
-                    s.t_end = time.perf_counter() - t0
+                s.push(token, trace, stops)
             live = [s for s in live if s.finish is None]
         out = []
         for s in seqs:
             cands = [st["candidates"] for st in s.steps]
-            out.append(Decoded(token_ids=s.gen, finish_reason=s.finish or "length", steps=s.steps,
-                               metrics={"mean_candidates": float(np.mean(cands)) if cands else None,
-                                        "latency_s": s.t_end},
-                               engine_requests=s.requests, cached_tokens=s.cached, computed_tokens=s.computed))
+            out.append(s.decoded({"mean_candidates": float(np.mean(cands)) if cands else None}))
         return out
 
 

@@ -25,14 +25,13 @@ single candidate costs one request, like a greedy step.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from strategies.base import Decoded, Params, StepEngine, StepResult, StepwiseStrategy, check_choice, check_range, param
-from strategies.stepwise import check_stop
+from strategies.base import (STEP_BASICS, Column, Decoded, Params, SeqState, StepEngine, StepResult, Stops,
+                             StepwiseStrategy, check_choice, check_range, param)
 
 
 @dataclass(frozen=True)
@@ -83,30 +82,23 @@ def choose(token_ids: Sequence[int], logq: Sequence[float], score: Sequence[floa
     return min(int(np.searchsorted(c, u, side="right")), len(token_ids) - 1)
 
 
-class _Seq:
-    __slots__ = ("prompt", "gen", "q", "rng", "steps", "finish", "requests", "cached", "computed", "t_end")
-
-    def __init__(self, prompt: Sequence[int], seed: int) -> None:
-        self.prompt = list(prompt)
-        self.gen: list[int] = []
-        self.q: StepResult | None = None
-        self.rng = np.random.default_rng(seed)
-        self.steps: list[dict[str, Any]] = []
-        self.finish: str | None = None
-        self.requests = self.cached = self.computed = 0
-        self.t_end: float | None = None
-
-    def charge(self, r: StepResult) -> None:
-        self.requests += 1
-        self.cached += r.cached_tokens
-        self.computed += r.computed_tokens
-
-
 class WSP(StepwiseStrategy):
     __doc__ = __doc__
     name = "wsp"
     description = "Weighted strength/possibility: prefer likely tokens that open the fewest next-step possibilities."
     Params = WSPParams
+    sample_columns = (
+        Column("mean_log_possibilities", "float64",
+               description="WSP possibilities consumed (mean log N of the chosen tokens)"),
+        Column("left_greedy_share", "float64", description="share of steps where WSP did not take the greedy token"),
+        Column("mean_candidates", "float64", description="mean candidates per step", leaderboard=False),
+    )
+    step_fields = STEP_BASICS + (
+        Column("n_chosen", "int64", description="N of the chosen candidate: its lookahead's nucleus size"),
+        Column("n_min", "int64", description="the smallest N among the step's candidates"),
+        Column("n_max", "int64", description="the largest N among the step's candidates"),
+        Column("score", "float64", description="the chosen candidate's score w log q - log N"),
+    )
 
     #: Seeded as a class (``mode: sample`` uses the seed); an argmax instance is deterministic.
     deterministic = False
@@ -115,13 +107,11 @@ class WSP(StepwiseStrategy):
         super().__init__(params)
         self.deterministic = self.params.mode == "argmax"  # type: ignore[misc]
 
-    def decode(self, engine: StepEngine, prompts: Sequence[Sequence[int]], *, max_tokens: int,
-               seeds: Sequence[int], stop_token_ids: frozenset[int] = frozenset(),
-               stop_check: Callable[[list[int]], bool] | None = None) -> list[Decoded]:
+    def decode(self, engine: StepEngine, prompts: Sequence[Sequence[int]], *, seeds: Sequence[int],
+               stops: Stops) -> list[Decoded]:
         p = self.params
         k = p.max_candidates
-        t0 = time.perf_counter()
-        seqs = [_Seq(pr, s) for pr, s in zip(prompts, seeds)]
+        seqs = [SeqState(pr, s) for pr, s in zip(prompts, seeds)]
         # Step 0: the first q of every prompt, one batched call.
         for s, r in zip(seqs, engine.next_token([s.prompt for s in seqs], top_k=k, nucleus_p=p.top_p)):
             s.charge(r)
@@ -129,15 +119,15 @@ class WSP(StepwiseStrategy):
         live = list(seqs)
         while live:
             # One batched call: the lookahead of every (live sequence, non-EOS candidate).
-            plan: list[tuple[_Seq, list[int], list[float], list[int]]] = []
+            plan: list[tuple[SeqState, list[int], list[float]]] = []
             batch: list[list[int]] = []
             owners: list[tuple[int, int]] = []  # (plan index, candidate index)
             for s in live:
                 ids, lqs = candidates(s.q, k)
-                plan.append((s, ids, lqs, []))
-                base = s.prompt + s.gen
+                plan.append((s, ids, lqs))
+                base = s.ids
                 for j, c in enumerate(ids):
-                    if c not in stop_token_ids:
+                    if c not in stops.token_ids:
                         owners.append((len(plan) - 1, j))
                         batch.append(base + [c])
             results = engine.next_token(batch, top_k=k, nucleus_p=p.top_p) if batch else []
@@ -145,30 +135,22 @@ class WSP(StepwiseStrategy):
             for (pi, j), r in zip(owners, results):
                 looks[pi][j] = r
                 plan[pi][0].charge(r)
-            for pi, (s, ids, lqs, _) in enumerate(plan):
+            for pi, (s, ids, lqs) in enumerate(plan):
                 ns = [looks[pi][j].nucleus_size if j in looks[pi] else 1 for j in range(len(ids))]
                 sc = scores(lqs, ns, p.weight)
                 i = choose(ids, lqs, sc, p.mode, p.temperature, s.rng)
-                token = ids[i]
-                s.steps.append({"token_id": token, "logprob": float(lqs[i]), "rank": i + 1,
-                                "candidates": len(ids), "n_chosen": int(ns[i]), "n_min": int(min(ns)),
-                                "n_max": int(max(ns)), "score": float(sc[i])})
-                s.gen.append(token)
                 s.q = looks[pi].get(i)
-                s.finish = check_stop(s.gen, token, stop_token_ids, max_tokens, stop_check)
-                if s.finish:
-                    s.t_end = time.perf_counter() - t0
+                s.push(ids[i], {"token_id": ids[i], "logprob": float(lqs[i]), "rank": i + 1, "candidates": len(ids),
+                                "n_chosen": int(ns[i]), "n_min": int(min(ns)), "n_max": int(max(ns)),
+                                "score": float(sc[i])}, stops)
             live = [s for s in live if s.finish is None]
         return [self._decoded(s) for s in seqs]
 
     @staticmethod
-    def _decoded(s: _Seq) -> Decoded:
+    def _decoded(s: SeqState) -> Decoded:
         st = s.steps
-        metrics = {
+        return s.decoded({
             "mean_log_possibilities": float(np.mean([math.log(x["n_chosen"]) for x in st])) if st else None,
             "left_greedy_share": float(np.mean([x["rank"] != 1 for x in st])) if st else None,
             "mean_candidates": float(np.mean([x["candidates"] for x in st])) if st else None,
-            "latency_s": s.t_end,
-        }
-        return Decoded(token_ids=s.gen, finish_reason=s.finish or "length", steps=st, metrics=metrics,
-                       engine_requests=s.requests, cached_tokens=s.cached, computed_tokens=s.computed)
+        })

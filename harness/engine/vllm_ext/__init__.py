@@ -1,0 +1,19 @@
+"""Extensions that vLLM loads into its own processes by name: the names and request keys
+live here, so the engine configures them without importing vllm or torch.
+
+- :mod:`.nucleus`: the V1 logits processor that counts exact top-p nucleus sizes;
+- :mod:`.tailcache`: the KV connector that reuses sub-block prompt tails between steps.
+"""
+
+#: ``SamplingParams.extra_args`` key: the request wants its top-p nucleus size counted.
+NUCLEUS_ARG = "deceval_nucleus_p"
+#: The V1 logits processor's FQCN, for ``LLM(logits_processors=[...])``.
+NUCLEUS_PROCESSOR = "harness.engine.vllm_ext.nucleus:NucleusCountProcessor"
+
+#: ``SamplingParams.extra_args`` key: this request's prompt tail may be stored and reused.
+TAIL_ARG = "deceval_tail"
+#: ``kv_connector_extra_config`` key: the ring size in slots (one block of every layer each).
+SLOTS_KEY = "slots"
+#: The KV connector's class and module, for ``kv_transfer_config``.
+TAIL_CONNECTOR = "TailCacheConnector"
+TAIL_CONNECTOR_MODULE = "harness.engine.vllm_ext.tailcache"
