@@ -37,7 +37,8 @@ def smollm2_path() -> str:
 @pytest.fixture(scope="session")
 def engine(smollm2_path):
     """The shared float32 SmolLM2 engine, in this process (no Ray), bound to every core."""
-    from harness.engine import Engine, core_share
+    from harness.driver.placement import core_share
+    from harness.engine.engine import Engine
     eng = Engine(smollm2_path, {"dtype": "float32", "max_model_len": 1024, "kv_cache_gib": 1, "seed": 0,
                                 "block_size": 32, "enable_prefix_caching": True, "engine_core_process": False},
                  cpu_cores=core_share(0, 1))
@@ -49,7 +50,8 @@ def engine(smollm2_path):
 def ray_local():
     """An embedded local Ray for the session (the runner reuses a started Ray)."""
     import ray
-    from harness.runner import start_ray
+
+    from harness.driver.placement import start_ray
     start_ray(None, verbose=False)
     yield ray
     ray.shutdown()
@@ -77,7 +79,7 @@ def small_report(tmp_path_factory, ray_local):
     import io
 
     from harness.config import resolve_config
-    from harness.runner import run
+    from harness.driver.runner import run
     cfg = resolve_config(quickstart_sized(tmp_path_factory.mktemp("small-report")), "test-config")
     out = io.StringIO()
     outcome = run(cfg, out=out, progress=False)

@@ -78,5 +78,5 @@ def test_dashboard_and_job_server_listen_on_the_heads_loopback_only(cluster):
 
 
 def test_secrets_are_not_rsynced_to_the_nodes(cluster):
-    from harness.submit import SECRET_EXCLUDES
+    from harness.driver.submit import SECRET_EXCLUDES
     assert set(SECRET_EXCLUDES) <= set(cluster["rsync_exclude"])

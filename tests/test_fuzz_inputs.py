@@ -21,8 +21,14 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from harness.config import (MAX_SAMPLES_PER_PROMPT, PromptSetConfig, RunConfig, load_config,
-                            planned_rows, resolve_config)
+from harness.config import (
+    MAX_SAMPLES_PER_PROMPT,
+    PromptSetConfig,
+    RunConfig,
+    load_config,
+    planned_rows,
+    resolve_config,
+)
 from harness.errors import DecevalError, PromptError
 from harness.prompts import PromptSet, load_prompt_set
 

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from harness.report import read_samples, sample_schema, unit_done, write_unit
-
-
-def make_rows(unit_id: str, n: int, strategy: str):
-    return [{
-        "run_id": "r1", "unit_id": unit_id, "model_ref": "m", "strategy_name": strategy, "strategy_label": strategy,
-        "strategy_id": "sid", "strategy_params": json.dumps({}), "prompt_set": "s", "prompt_id": f"p{i}",
-        "prompt_hash": "h", "prompt": f"prompt {i}", "reference": "x" if i % 2 else None, "aliases": ["y"],
-        "sample_index": 0, "seed": 123, "base_seed": 0, "completion": f"out {i}", "prompt_tokens": 5,
-        "completion_tokens": 3, "finish_reason": "eos", "latency_s": 0.1, "unit_seconds": 1.0, "cached_tokens": 0,
-        "engine_requests": 1, "computed_tokens": 8, "steps": [{"token_id": 1, "logprob": -0.5}] if i == 0 else None,
-        "error": None, "exact_match": 1.0 if i % 2 else None,
-    } for i in range(n)]
+from harness.plan import builtin_columns
+from harness.report import read_samples, unit_done, write_unit
+from harness.rows import sample_schema
+from tests.fakes.rows import make_rows
 
 
 def test_schema_round_trip(tmp_path):
-    schema = sample_schema(["exact_match"])
+    schema = sample_schema(["exact_match"], *builtin_columns())  # the trace holds every declared field
     rows = make_rows("u1", 3, "greedy")
     path = write_unit(tmp_path, "model=m/strategy=greedy/u1.parquet", rows, schema, {"unit_id": "u1", "rows": 3})
     table = pq.read_table(path)

@@ -8,68 +8,24 @@ import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from harness.analysis.regression import compare, non_inferior, verdict
+from harness.analysis.stats import mcnemar_exact, paired_binary_noninferiority_p
 from harness.cli import main
+from harness.config import GateConfig, load_gate_config, parse_gate_config
 from harness.metrics import score_rows
-from harness.regression import GateConfig, compare, load_gate_config, non_inferior, parse_gate_config, verdict
-from harness.report import sample_schema, write_run_json, write_unit
-from harness.stats import mcnemar_exact, paired_binary_noninferiority_p
+from harness.report import write_run_json
+from tests.fakes.reports import (
+    GOOD,
+    METRICS,
+    N_PROMPTS,
+    make_report,
+    unit_rows,
+    write_report,
+)
 
-METRICS = ["exact_match", "contains_answer", "rep_2", "eos_share", "length"]
-N_PROMPTS = 60
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _rows(label: str, accuracy: float, rng_seed: int, run_id: str, repeat: bool = False, wsp: bool = False, *,
-          right: list[bool] | None = None, prompt_set: str = "maths", errors: frozenset[int] = frozenset(),
-          metrics: list[str] = METRICS):
-    """One unit: arithmetic questions; the strategy answers right with prob `accuracy`, or as
-    `right` says (one entry per prompt); the prompts in `errors` are error rows."""
-    rng = np.random.default_rng(rng_seed)
-    rows = []
-    for p in range(N_PROMPTS if right is None else len(right)):
-        ok = rng.random() < accuracy if right is None else right[p]
-        answer = str(p + 3) if ok else str(p + 4)
-        tail = " and so on and so on and so on" if repeat else " because the sum is simple"
-        rows.append({
-            "run_id": run_id, "unit_id": f"unit-{label}", "model_ref": "fake", "strategy_name": label.split("-")[0],
-            "strategy_label": label, "strategy_id": f"id-{label}", "strategy_params": "{}", "prompt_set": prompt_set,
-            "prompt_id": f"{prompt_set}-{p:03d}", "prompt_hash": "h", "prompt": f"Question: What is {p} + 3?\nAnswer:",
-            "reference": str(p + 3), "aliases": [], "sample_index": 0, "seed": 1000 + p, "base_seed": 0,
-            "completion": "" if p in errors else f"{answer}\n{tail}", "prompt_tokens": 12,
-            "completion_tokens": 8 + (p % 5), "finish_reason": "eos" if p % 3 else "length",
-            "latency_s": 0.1 + 0.01 * p, "unit_seconds": 2.0, "cached_tokens": 0, "engine_requests": 1,
-            "computed_tokens": 20 + (p % 5), "error": "EngineDeadError: engine died" if p in errors else None,
-            "mean_log_possibilities": (1.5 + 0.01 * p) if wsp else None,
-        })
-    score_rows(rows, metrics)
-    return rows
-
-
-def write_report(root: Path, run_id: str, units: dict[str, list[dict]], config: dict | None = None,
-                 metrics: list[str] = METRICS) -> Path:
-    """A report written through harness.report like the runner writes it: label -> rows."""
-    run_dir = root / run_id
-    schema = sample_schema(metrics)
-    for label, rows in units.items():
-        write_unit(run_dir, f"model=fake/strategy={label}/unit-{label}.parquet", rows, schema, {"unit_id": f"unit-{label}"})
-    write_run_json(run_dir, {"run_id": run_id, "status": "complete", "metrics": metrics, "config": config or {},
-                             "models": {"fake": {"architecture": {"hidden_size": 576, "num_hidden_layers": 30,
-                                                                  "vocab_size": 49152}}}})
-    return run_dir
-
-
-def make_report(root: Path, run_id: str, strategies: dict[str, tuple[float, int, bool]], wsp: str | None = None,
-                config: dict | None = None) -> Path:
-    """A report of simulated strategies. strategies: label -> (accuracy, rng seed, repetitive)."""
-    units = {label: _rows(label, acc, seed, run_id, repeat, wsp == label)
-             for label, (acc, seed, repeat) in strategies.items()}
-    return write_report(root, run_id, units, config)
-
-
-GOOD = {"greedy": (0.9, 1, False), "top_p-0.9": (0.6, 2, False)}
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -194,7 +150,7 @@ def test_compare_cli_reports_bad_folder(tmp_path, baseline, capsys):
 # ---- a candidate cannot fool the gate --------------------------------------------------------------
 
 def test_all_error_candidate_fails(tmp_path, baseline, capsys):
-    broken = write_report(tmp_path, "broken", {label: _rows(label, acc, seed, "broken", rep, errors=frozenset(range(N_PROMPTS)))
+    broken = write_report(tmp_path, "broken", {label: unit_rows(label, acc, seed, "broken", rep, errors=frozenset(range(N_PROMPTS)))
                                                for label, (acc, seed, rep) in GOOD.items()})
     c = compare(baseline, broken)
     assert not c.passed and c.table.empty
@@ -209,8 +165,8 @@ def test_all_error_candidate_fails(tmp_path, baseline, capsys):
 
 def test_seven_of_eight_errored_fails(tmp_path):
     right = [True] * 8
-    base = write_report(tmp_path, "base", {"greedy": _rows("greedy", 0, 0, "base", right=right)})
-    cand = write_report(tmp_path, "cand", {"greedy": _rows("greedy", 0, 0, "cand", right=right,
+    base = write_report(tmp_path, "base", {"greedy": unit_rows("greedy", 0, 0, "base", right=right)})
+    cand = write_report(tmp_path, "cand", {"greedy": unit_rows("greedy", 0, 0, "cand", right=right,
                                                            errors=frozenset(range(1, 8)))})
     c = compare(base, cand)
     assert not c.passed
@@ -225,13 +181,13 @@ def test_seven_of_eight_errored_fails(tmp_path):
     assert [x for x in only_cov.failures if "error rows" in x] == [] and any("coverage" in x for x in only_cov.failures)
     assert compare(base, cand, parse_gate_config({"max_error_share_increase": 1.0, "max_coverage_drop": 1.0})).passed
     # within the tolerance: one error row in 8 against max 0.125
-    one = write_report(tmp_path, "one", {"greedy": _rows("greedy", 0, 0, "one", right=right, errors=frozenset({7}))})
+    one = write_report(tmp_path, "one", {"greedy": unit_rows("greedy", 0, 0, "one", right=right, errors=frozenset({7}))})
     assert compare(base, one, parse_gate_config({"max_error_share_increase": 0.125, "max_coverage_drop": 0.125})).passed
     assert not compare(base, one, parse_gate_config({"max_error_share_increase": 0.12, "max_coverage_drop": 0.125})).passed
 
 
 def test_other_prompt_sets_under_the_same_labels_fail(tmp_path, baseline):
-    other = write_report(tmp_path, "other", {label: _rows(label, acc, seed, "other", rep, prompt_set="trivia")
+    other = write_report(tmp_path, "other", {label: unit_rows(label, acc, seed, "other", rep, prompt_set="trivia")
                                              for label, (acc, seed, rep) in GOOD.items()})
     c = compare(baseline, other)
     assert not c.passed
@@ -239,7 +195,7 @@ def test_other_prompt_sets_under_the_same_labels_fail(tmp_path, baseline):
     assert ("fake / greedy: the prompt sets differ: 60 only in the baseline (e.g. maths/maths-000, maths/maths-001, "
             "maths/maths-002, ...); 60 only in the candidate (e.g. trivia/trivia-000") in f
     # same ids, other prompt text: named by id
-    units = {label: _rows(label, acc, seed, "edited", rep) for label, (acc, seed, rep) in GOOD.items()}
+    units = {label: unit_rows(label, acc, seed, "edited", rep) for label, (acc, seed, rep) in GOOD.items()}
     for r in units["greedy"]:
         if r["prompt_id"] in ("maths-003", "maths-007"):
             r["prompt_hash"] = "edited"
@@ -284,21 +240,21 @@ def test_no_gated_metric_compared_fails(tmp_path, baseline, capsys):
 
 def test_gated_metric_the_candidate_lacks_fails(tmp_path):
     metrics = METRICS + ["perplexity"]
-    rows = _rows("greedy", 0.9, 1, "base", metrics=metrics)
+    rows = unit_rows("greedy", 0.9, 1, "base", metrics=metrics)
     for i, r in enumerate(rows):
         r["perplexity"] = 2.0 + 0.01 * i
     base = write_report(tmp_path, "base", {"greedy": rows}, metrics=metrics)
-    cand = write_report(tmp_path, "cand", {"greedy": _rows("greedy", 0.9, 1, "cand")})  # an engine metric: not recomputable
+    cand = write_report(tmp_path, "cand", {"greedy": unit_rows("greedy", 0.9, 1, "cand")})  # an engine metric: not recomputable
     gate = parse_gate_config({"gates": {"perplexity": 0.5, "exact_match": 0.0}})
     assert compare(base, cand, gate).failures == ["fake / greedy / perplexity: gated, but the candidate report has no "
                                                   "perplexity column"]
     # present but without a value
-    nulls = write_report(tmp_path, "nulls", {"greedy": _rows("greedy", 0.9, 1, "nulls", metrics=metrics)}, metrics=metrics)
+    nulls = write_report(tmp_path, "nulls", {"greedy": unit_rows("greedy", 0.9, 1, "nulls", metrics=metrics)}, metrics=metrics)
     assert compare(base, nulls, gate).failures == ["fake / greedy / perplexity: gated, but the candidate has no value for "
                                                    "any of the baseline's 60 scored samples (errors, other prompts, seeds "
                                                    "or sample indices?)"]
     # another seed under the same label pairs with nothing
-    other_seed = _rows("greedy", 0.9, 1, "seed", metrics=metrics)
+    other_seed = unit_rows("greedy", 0.9, 1, "seed", metrics=metrics)
     for r in other_seed:
         r["base_seed"], r["perplexity"] = 1, 2.0
     c = compare(base, write_report(tmp_path, "seed", {"greedy": other_seed}, metrics=metrics), gate)
@@ -308,8 +264,7 @@ def test_gated_metric_the_candidate_lacks_fails(tmp_path):
 
 
 def _humaneval_report(root: Path, run_id: str, solve: bool) -> Path:
-    from harness.prompts import Prompt
-    from harness.sandbox import humaneval_problems
+    from harness.prompts import Prompt, humaneval_problems
     rows = []
     for i in range(4):
         pid = f"HumanEval/{i}"
@@ -343,7 +298,7 @@ def test_code_metric_needs_execute_code(tmp_path, capsys):
     assert "greedy / pass_at_1: not shown non-inferior: 1 -> 0" in capsys.readouterr().out
     assert main(["compare", str(base), str(same), "--execute-code"]) == 0
     # an id that merely looks like a HumanEval task is no code to run: pass_at_1 is just not in that baseline
-    lookalike = _rows("greedy", 0, 0, "look", right=[True] * 4)
+    lookalike = unit_rows("greedy", 0, 0, "look", right=[True] * 4)
     for i, r in enumerate(lookalike):
         r["prompt_id"] = f"HumanEval/{i}"
     look = write_report(tmp_path, "look", {"greedy": lookalike})
@@ -370,8 +325,8 @@ def test_mcnemar_exact_p_matches_hand_computation(tmp_path):
     # through compare: 40 prompts, the candidate fixes 9 and breaks 1
     base_right = [i >= 9 for i in range(40)]
     cand_right = [i != 20 for i in range(40)]
-    base = write_report(tmp_path, "base", {"greedy": _rows("greedy", 0, 0, "base", right=base_right)})
-    cand = write_report(tmp_path, "cand", {"greedy": _rows("greedy", 0, 0, "cand", right=cand_right)})
+    base = write_report(tmp_path, "base", {"greedy": unit_rows("greedy", 0, 0, "base", right=base_right)})
+    cand = write_report(tmp_path, "cand", {"greedy": unit_rows("greedy", 0, 0, "cand", right=cand_right)})
     row = compare(base, cand, parse_gate_config({"gates": ["exact_match"]})).table.set_index("metric").loc["exact_match"]
     assert row["mcnemar_p"] == pytest.approx(22 / 1024, rel=1e-12)
     assert row["ni_p"] == pytest.approx(11 / 1024, rel=1e-12)
@@ -383,8 +338,8 @@ def test_mcnemar_exact_p_matches_hand_computation(tmp_path):
 def test_non_inferiority_at_the_margin(tmp_path):
     right = [True] * 60
     worse = [i not in (5, 25, 45) for i in range(60)]
-    base = write_report(tmp_path, "base", {"greedy": _rows("greedy", 0, 0, "base", right=right)})
-    cand = write_report(tmp_path, "cand", {"greedy": _rows("greedy", 0, 0, "cand", right=worse)})
+    base = write_report(tmp_path, "base", {"greedy": unit_rows("greedy", 0, 0, "base", right=right)})
+    cand = write_report(tmp_path, "cand", {"greedy": unit_rows("greedy", 0, 0, "cand", right=worse)})
     at0 = compare(base, cand, parse_gate_config({"gates": ["exact_match"]}))
     row = at0.table.set_index("metric").loc["exact_match"]
     bound = row["bound"]
@@ -399,8 +354,8 @@ def test_non_inferiority_at_the_margin(tmp_path):
 
 def test_one_sample_worse_fails_a_zero_margin(tmp_path):
     # tolerance 0 is an exact-reproduction gate: the verdict reads "unchanged", non-inferiority cannot be shown
-    base = write_report(tmp_path, "base", {"greedy": _rows("greedy", 0, 0, "base", right=[True] * 60)})
-    cand = write_report(tmp_path, "cand", {"greedy": _rows("greedy", 0, 0, "cand", right=[i != 30 for i in range(60)])})
+    base = write_report(tmp_path, "base", {"greedy": unit_rows("greedy", 0, 0, "base", right=[True] * 60)})
+    cand = write_report(tmp_path, "cand", {"greedy": unit_rows("greedy", 0, 0, "cand", right=[i != 30 for i in range(60)])})
     c = compare(base, cand, parse_gate_config({"gates": ["exact_match"]}))
     row = c.table.set_index("metric").loc["exact_match"]
     assert row["verdict"] == "unchanged" and row["non_inferior"] is False and row["ni_p"] == 1.0
@@ -457,10 +412,10 @@ def test_compare_cli_bad_input_exits_2(tmp_path, baseline, capsys):
 
 
 def test_compare_crash_is_exit_2_not_a_regression(tmp_path, baseline, capsys, monkeypatch):
-    import harness.regression
+    import harness.cli.reports
 
     def boom(*args, **kwargs):
         raise KeyError("prompt_hash")
-    monkeypatch.setattr(harness.regression, "compare", boom)
+    monkeypatch.setattr(harness.cli.reports, "compare", boom)
     _bad(capsys, ["compare", str(baseline), str(baseline)], "error: compare failed unexpectedly (KeyError: "
                                                           "'prompt_hash' at test_regression.py:")

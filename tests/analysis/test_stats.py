@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.stats import bootstrap_ci, metric_ci, paired_diff_ci, summary
+from harness.analysis.stats import bootstrap_ci, metric_ci, paired_diff_ci, summary
 
 
 def test_bootstrap_ci_covers_true_mean_at_nominal_rate():

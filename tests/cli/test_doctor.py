@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.doctor import measure_tokens_per_s, run_doctor
+from harness.cli import doctor as doc
+from harness.cli.doctor import measure_tokens_per_s, run_doctor
 from harness.hardware import cpu_info
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def doctor(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -56,7 +57,6 @@ def test_doctor_names_the_fix_when_torchvision_breaks_vllm(tmp_path):
 
 
 def test_missing_torch_and_ray_are_errors_with_fixes(monkeypatch):
-    import harness.doctor as doc
     real = doc._dist_version
     monkeypatch.setattr(doc, "_dist_version", lambda *names: None if names == ("ray",) else real(*names))
     out = io.StringIO()

@@ -49,11 +49,11 @@ def test_embedded_ray_start_prints_no_token_notice():
     import subprocess
     import sys
     from pathlib import Path
-    code = ("from harness.runner import start_ray; start_ray(None, verbose=False); "
+    code = ("from harness.driver.placement import start_ray; start_ray(None, verbose=False); "
             "from ray._raylet import AuthenticationMode, get_authentication_mode; "
             "print('auth on:', get_authentication_mode() == AuthenticationMode.TOKEN); import ray; ray.shutdown()")
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
-    res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, env=env,
+    res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], env=env,
                          capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "Token authentication" not in res.stderr + res.stdout and "RAY_AUTH_MODE" not in res.stderr

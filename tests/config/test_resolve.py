@@ -139,7 +139,7 @@ def test_config_hash_ignores_output_dir(tmp_path):
 
 
 def test_shipped_configs_validate():
-    root = Path(__file__).resolve().parent.parent / "configs"
+    root = Path(__file__).resolve().parents[2] / "configs"
     for path in sorted(root.glob("*.yaml")):
         cfg = load_config(path)
         assert cfg.strategies, path
@@ -185,12 +185,12 @@ def test_metric_plugin_is_found_without_import_and_loaded_at_run_time(tmp_path, 
 
 
 def test_run_refuses_a_plugin_metric_that_is_not_a_metric_before_anything_starts(tmp_path, capsys, monkeypatch):
-    import harness.runner
+    import harness.cli.run
     from harness.cli import main
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the run started")
-    monkeypatch.setattr(harness.runner, "run", must_not_run)
+    monkeypatch.setattr(harness.cli.run, "run", must_not_run)
     p = write(tmp_path, MINIMAL + 'metrics: ["harness.config:slugify"]\n')
     assert main(["validate", str(p)]) == 0  # validation imports nothing it names
     capsys.readouterr()
@@ -319,7 +319,7 @@ def test_planned_rows_match_the_plan():
     from harness.config import planned_rows
     from harness.plan import make_plan
     from harness.prompts import load_prompt_set
-    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml")
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml")
     sets = [load_prompt_set(p) for p in cfg.prompt_sets]
     units = make_plan(cfg, sets)
     assert planned_rows(cfg, sum(len(s.prompts) for s in sets)) == sum(u.expected_rows for u in units) == 364

@@ -29,7 +29,7 @@ import pytest
 psutil = pytest.importorskip("psutil")
 engine = pytest.mark.engine
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 GOOD = [
     {"id": "capital", "prompt": "The capital of France is", "reference": "Paris"},
@@ -101,8 +101,8 @@ def _run(cfg_path: Path):
     """One run; its engine actors stay loaded for the next run of this module that binds the
     same cores (each start costs 30-50 s), and are released at the module's end."""
     from harness.config import load_config
+    from harness.driver.runner import run
     from harness.report import read_samples
-    from harness.runner import run
     cfg = load_config(cfg_path)
     outcome = run(cfg, progress=False, keep_engines=True)
     return cfg, outcome, read_samples(outcome.run_dir)
@@ -111,7 +111,7 @@ def _run(cfg_path: Path):
 @pytest.fixture(scope="module", autouse=True)
 def _release_kept_engines():
     yield
-    from harness.runner import KEPT
+    from harness.driver.placement import KEPT
     if KEPT.actors:
         KEPT.release()
 
@@ -336,10 +336,10 @@ def test_resume_into_a_folder_of_another_config_is_refused(tmp_path):
     """--resume RUN_ID with a changed config would keep the old plan's unit files beside the
     new ones (their ids differ), duplicating rows: refused before anything runs."""
     from harness.config import load_config
+    from harness.driver.runner import _check_resumable
     from harness.errors import ConfigError
     from harness.plan import make_plan
     from harness.prompts import load_prompt_set
-    from harness.runner import _check_resumable
     cfg = load_config(write_config(tmp_path))
     units = make_plan(cfg, [load_prompt_set(p) for p in cfg.prompt_sets])
     run_dir = tmp_path / "reports" / "r"
@@ -356,8 +356,8 @@ def test_resume_into_a_folder_of_another_config_is_refused(tmp_path):
 
 
 def test_unit_for_a_model_without_a_pool_is_a_clear_error():
-    from harness.scheduler import Scheduler
-    from tests.simactors import SimUnit
+    from harness.driver.scheduler import Scheduler
+    from tests.fakes.sim_actors import SimUnit
     with pytest.raises(KeyError, match="no engine pool"):
         Scheduler({"a": [object()]}).run([SimUnit("u", "b")], lambda *a: None, lambda *a: None)
 

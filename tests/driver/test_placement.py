@@ -9,7 +9,8 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from harness.config import resolve_config  # noqa: E402
-from harness.runner import KEPT, cores_of, start_pools  # noqa: E402
+from harness.driver import placement
+from harness.driver.placement import KEPT, cores_of, start_pools
 
 
 @ray.remote(num_cpus=0)
@@ -23,8 +24,7 @@ class StandInEngine:
 
 @pytest.fixture()
 def stand_in(monkeypatch, ray_local):
-    import harness.engine_actor
-    monkeypatch.setattr(harness.engine_actor, "EngineActor", StandInEngine)
+    monkeypatch.setattr(placement, "_ACTOR_CLASS", StandInEngine)
     yield
     KEPT.release()
 

@@ -18,14 +18,24 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from harness.config import resolve_config
+from harness.driver import runner
 from harness.errors import ConfigError, RunInUseError, UnsafePathError
-from harness.report import RunLock, inside, read_samples, sample_schema, unit_done, unit_problem, write_run_json, write_unit
+from harness.report import (
+    RunLock,
+    inside,
+    read_samples,
+    unit_done,
+    unit_problem,
+    write_run_json,
+    write_unit,
+)
+from harness.rows import new_row, sample_schema
+from tests.fakes.rows import corrupt_data_pages, make_rows
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class StandInScheduler:
@@ -39,12 +49,12 @@ class StandInScheduler:
         pass
 
     def run(self, units, on_done, on_failed, on_retry=None):
-        from harness.worker import UnitResult, _base_row
+        from harness.engine.worker import UnitResult
         for i, unit in enumerate(units):
             rows = []
             for p in unit.prompts:
                 for k in range(unit.strategy.samples_per_prompt):
-                    row = _base_row(unit, p, k, unit.seed * 1000 + k)
+                    row = new_row(unit, p, k, unit.seed * 1000 + k)
                     row.update(completion=" Paris", completion_tokens=2, prompt_tokens=6, finish_reason="stop",
                                latency_s=0.01, unit_seconds=0.02)
                     row.update(self.poison.get(i, {}))
@@ -64,12 +74,10 @@ class _NoKept:
 
 @pytest.fixture()
 def stand_in(monkeypatch):
-    import harness.runner as runner
-    import harness.scheduler as scheduler
     monkeypatch.setattr(runner, "start_ray", lambda *a, **k: None)
     monkeypatch.setattr(runner, "start_pools", lambda *a, **k: ({}, {}))
     monkeypatch.setattr(runner, "KEPT", _NoKept())
-    monkeypatch.setattr(scheduler, "Scheduler", StandInScheduler)
+    monkeypatch.setattr(runner, "Scheduler", StandInScheduler)
     StandInScheduler.poison, StandInScheduler.ran = {}, []
     return StandInScheduler
 
@@ -92,32 +100,18 @@ def make_cfg(tmp_path: Path, **over):
 def run_quiet(cfg, **kw):
     import io
 
-    from harness.runner import run
-    return run(cfg, out=io.StringIO(), progress=False, **kw)
+    return runner.run(cfg, out=io.StringIO(), progress=False, **kw)
 
 
 # ---- corrupt files are redone, never skipped ---------------------------------------------------
 
 
-def _corrupt_data_pages(path: Path) -> None:
-    """Flip bytes inside the first column chunk's data; the footer stays intact and readable."""
-    md = pq.ParquetFile(path).metadata
-    col = md.row_group(0).column(md.schema.names.index("completion"))
-    start = col.data_page_offset + 20
-    data = bytearray(path.read_bytes())
-    for i in range(start, min(start + 16, col.data_page_offset + col.total_compressed_size)):
-        data[i] ^= 0xFF
-    path.write_bytes(bytes(data))
-    assert pq.read_schema(path).metadata[b"deceval"]  # the footer still says "unit X, done"
-
-
 def test_unit_with_corrupt_pages_but_intact_footer_is_not_done(tmp_path):
-    from tests.test_report import make_rows
     schema = sample_schema(["exact_match"])
     rel = "model=m/strategy=greedy/u1.parquet"
     path = write_unit(tmp_path, rel, make_rows("u1", 3, "greedy"), schema, {"unit_id": "u1", "rows": 3})
     assert unit_done(tmp_path, rel, "u1", 3, schema)
-    _corrupt_data_pages(path)
+    corrupt_data_pages(path)
     problem = unit_problem(tmp_path, rel, "u1", 3, schema)
     assert problem and problem.startswith("does not read back"), problem
     assert not unit_done(tmp_path, rel, "u1", 3, schema)
@@ -129,7 +123,7 @@ def test_rerun_moves_a_corrupt_unit_aside_and_redoes_only_it(tmp_path, stand_in)
     assert first.ok and first.units_done == first.units_total == 6
     files = sorted((first.run_dir / "samples").rglob("*.parquet"))
     victim = files[0]
-    _corrupt_data_pages(victim)
+    corrupt_data_pages(victim)
     stand_in.ran = []
     again = run_quiet(cfg)
     assert again.ok and again.units_skipped == 5 and again.units_done == 1
@@ -276,7 +270,6 @@ def test_model_names_with_the_same_slug_are_refused(tmp_path):
 
 
 def test_nothing_is_written_through_a_link_out_of_the_output_folder(tmp_path):
-    from tests.test_report import make_rows
     outside = tmp_path / "outside"
     outside.mkdir()
     run_dir = tmp_path / "reports" / "r"

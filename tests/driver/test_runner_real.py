@@ -8,9 +8,10 @@ import json
 import pyarrow.dataset as ds
 import pytest
 
+from harness.analysis.tables import format_table, summarize
+from harness.driver.runner import describe_engines, run
 from harness.hardware import cpu_info, resolve_dtype
 from harness.report import read_samples
-from harness.runner import describe_engines, format_table, run, summarize
 
 pytestmark = pytest.mark.engine
 

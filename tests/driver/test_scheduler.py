@@ -10,8 +10,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from harness.scheduler import NoLiveActorError, Scheduler  # noqa: E402
-from tests.simactors import SimUnit, make_pools  # noqa: E402
+from harness.driver.scheduler import NoLiveActorError, Scheduler
+from tests.fakes.sim_actors import SimUnit, make_pools  # noqa: E402
 
 
 @pytest.fixture(scope="module")

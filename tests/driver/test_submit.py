@@ -19,9 +19,9 @@ from types import SimpleNamespace
 import pytest
 
 from harness.config import load_config
-from harness.submit import SubmitError, build_job, submission_id, submit
+from harness.driver.submit import SubmitError, build_job, submission_id, submit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
 

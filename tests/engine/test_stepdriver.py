@@ -7,10 +7,26 @@ sides.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+
+from harness.config import load_config
+from harness.engine.stepdriver import run_stepwise
+from harness.engine.worker import execute_unit
+from harness.plan import make_plan, row_columns
+from harness.prompts import load_prompt_set
+from harness.report import write_unit
+from harness.rows import sample_schema
+from strategies import get_strategy
+from strategies.base import Stops
+from strategies.beam import BeamParams, BeamSearch
+from strategies.stepwise import draw
+from strategies.wsp import WSP, WSPParams
 
 pytestmark = pytest.mark.engine
 
@@ -70,8 +86,6 @@ def test_wsp_matches_transformers_reference(engine, smollm2_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from harness.stepwise import run_stepwise
-    from strategies.wsp import WSP, WSPParams
 
     model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).eval()
     prompts = [engine.encode(t) for t in PROMPTS]
@@ -91,7 +105,6 @@ def test_wsp_matches_transformers_reference(engine, smollm2_path):
 
 
 def test_wsp_engine_cost_accounting(engine):
-    from strategies.wsp import WSP, WSPParams
     assert engine.tail_cache_slots > 0  # on by default on the CPU
     # Prompts longer than one 32-token block, so the prefix cache has full blocks to reuse.
     long = " Answer in one short sentence, please, and keep it plain and simple for a child to read."
@@ -101,8 +114,7 @@ def test_wsp_engine_cost_accounting(engine):
     def decode(tail: bool):
         engine.use_tail_cache = tail
         try:
-            return WSP(WSPParams(max_candidates=4)).decode(engine, prompts, max_tokens=12, seeds=[0, 1, 2],
-                                                           stop_token_ids=frozenset())
+            return WSP(WSPParams(max_candidates=4)).decode(engine, prompts, seeds=[0, 1, 2], stops=Stops(12))
         finally:
             engine.use_tail_cache = True
 
@@ -175,7 +187,6 @@ def _replay(name, lp, rng, mu, p):
     llama.cpp's Mirostat v2 written out), then the same inverse-CDF draw."""
     import transformers as tr
 
-    from strategies.stepwise import draw
     pr = np.exp(lp.astype(np.float64))
     if name == "typical":
         mask = _hf_mask(tr.TypicalLogitsWarper(mass=p["typical_p"]), lp)
@@ -197,8 +208,6 @@ def _replay(name, lp, rng, mu, p):
 @pytest.mark.parametrize("name,params", [("typical", {"typical_p": 0.9}), ("epsilon", {"epsilon": 3e-4}),
                                          ("eta", {"epsilon": 3e-4}), ("mirostat", {"tau": 3.0, "eta": 0.1})])
 def test_sampler_matches_direct_computation(engine, name, params):
-    from harness.stepwise import run_stepwise
-    from strategies import get_strategy
 
     rec = Recorder(engine)
     prompts = [engine.encode(t) for t in PROMPTS[:3]]
@@ -220,8 +229,6 @@ def test_sampler_matches_direct_computation(engine, name, params):
 
 
 def test_beam_search_through_vllm(engine):
-    from harness.stepwise import run_stepwise
-    from strategies.beam import BeamParams, BeamSearch
     prompts = [engine.encode(t) for t in PROMPTS[:2]]
     rows = [{"seed": 0, "prompt_id": "a"}, {"seed": 0, "prompt_id": "b"}]
     unit = SimpleNamespace(stop=(), strategy=SimpleNamespace(max_tokens=8))
@@ -238,19 +245,10 @@ def test_beam_search_through_vllm(engine):
 def test_config_runs_every_strategy_and_writes_report(engine, tmp_path):
     """Every strategy of configs/strategies.yaml, one small unit each, through the worker
     and the Parquet writer (no Ray: execute_unit is what the actor calls)."""
-    from pathlib import Path
 
-    import pyarrow.parquet as pq
 
-    from harness.config import load_config
-    from dataclasses import replace
 
-    from harness.plan import make_plan
-    from harness.prompts import load_prompt_set
-    from harness.report import sample_schema, write_unit
-    from harness.worker import execute_unit
-
-    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "strategies.yaml")
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "strategies.yaml")
     names = {s.name for s in cfg.strategies}
     assert {"greedy", "top_p", "beam", "typical", "eta", "epsilon", "mirostat", "dynamic_top_p", "wsp"} <= names
     units = make_plan(cfg, [load_prompt_set(p) for p in cfg.prompt_sets])
@@ -264,7 +262,7 @@ def test_config_runs_every_strategy_and_writes_report(engine, tmp_path):
         for r in res.rows:
             assert r["error"] is None, r["error"]
             assert r["completion_tokens"] >= 1
-        path = write_unit(tmp_path, small.relpath, res.rows, sample_schema([]), {"unit_id": small.id})
+        path = write_unit(tmp_path, small.relpath, res.rows, sample_schema([], *row_columns(cfg)), {"unit_id": small.id})
         t = pq.read_table(path)
         if unit.strategy.name == "wsp":
             assert t.column("steps").to_pylist()[0][0]["candidates"] >= 1

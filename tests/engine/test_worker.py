@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from harness.config import PromptSetConfig, StrategyConfig
+from harness.engine.worker import execute_unit
 from harness.plan import WorkUnit
 from harness.prompts import Prompt, load_prompt_set
 from harness.seeding import sample_seed
-from harness.worker import execute_unit
 
 pytestmark = pytest.mark.engine
 

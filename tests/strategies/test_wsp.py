@@ -8,88 +8,21 @@ import numpy as np
 import pytest
 
 from harness.errors import ParamError
-from strategies.base import StepResult
-from strategies.stepwise import nucleus_size, step_result, top_tokens
+from strategies.base import Stops
 from strategies.wsp import WSP, WSPParams, choose, scores
-
-V = 400
-EOS = 399
-
-
-def dist_with_nucleus(n: int, p: float = 0.9, v: int = V, head: dict[int, float] | None = None) -> np.ndarray:
-    """A logprob vector over v tokens whose top-p nucleus has exactly n tokens (n equal head
-    tokens: n of them reach p, n - 1 do not; the rest spread thinly)."""
-    a = p / (n - 0.05) if n > 0 else 0.0
-    probs = np.full(v, (1.0 - n * a) / (v - n))
-    probs[:n] = a
-    if head:
-        probs[:] = 0.0
-        rest = 1.0 - sum(head.values())
-        others = [t for t in range(v) if t not in head]
-        for t, q in head.items():
-            probs[t] = q
-        probs[others] = rest / len(others)
-    return np.log(probs)
-
-
-class ToyEngine:
-    """StepEngine over a function: sequence -> full logprob vector. Counts requests."""
-
-    def __init__(self, fn, vocab: int = V, eos: int = EOS):
-        self.fn = fn
-        self.vocab_size = vocab
-        self.eos_token_ids = frozenset({eos})
-        self.calls: list[int] = []  # batch size per call
-        self.requests: list[tuple[int, ...]] = []
-
-    def next_token(self, sequences, *, top_k, nucleus_p=None, full=False):
-        self.calls.append(len(sequences))
-        self.requests += [tuple(s) for s in sequences]
-        return [step_result(self.fn(tuple(s)), top_k=top_k, nucleus_p=nucleus_p, full=full,
-                            cached_tokens=max(0, len(s) - 1), computed_tokens=1) for s in sequences]
-
-    def decode(self, ids):
-        return " ".join(map(str, ids))
-
-
-def seed_example_engine(n_by_token: dict[int, int], head: dict[int, float], p: float = 0.9):
-    """After the prompt, q = head; after prompt + [t], the top-p nucleus has n_by_token[t] tokens."""
-    def fn(seq):
-        if len(seq) == 1:
-            return dist_with_nucleus(0, head=head)
-        return dist_with_nucleus(n_by_token.get(seq[-1], 3), p)
-    return ToyEngine(fn)
-
-
-# ---- nucleus rule ------------------------------------------------------------------------------
-
-
-def test_nucleus_size_exact_and_uncapped():
-    for n in (1, 2, 50, 300):
-        assert nucleus_size(dist_with_nucleus(n), 0.9) == n
-    big = np.log(np.full(50000, 1 / 50000))
-    assert nucleus_size(big, 0.9) == 45000  # far above any top-k cap
-    # "reaches p": cumulative mass exactly p stops there
-    lp = np.log(np.array([0.5, 0.4, 0.1]))
-    assert nucleus_size(lp, 0.9) in (2, 3)  # float round-off at the boundary is allowed either way
-    assert nucleus_size(np.log(np.array([0.5, 0.3, 0.2])), 0.8) == 2
-
-
-def test_top_tokens_tie_rule_lower_id_first():
-    lp = np.log(np.array([0.1, 0.3, 0.1, 0.3, 0.2]))
-    ids, _ = top_tokens(lp, 3)
-    assert ids.tolist() == [1, 3, 4]
-    ids, _ = top_tokens(lp, 4)
-    assert ids.tolist() == [1, 3, 4, 0]  # the tie at the 4th place goes to the lower id
-
-
-# ---- the seed's example and limits --------------------------------------------------------------
+from tests.fakes.toy_engine import (
+    EOS,
+    ToyEngine,
+    dist_with_nucleus,
+    random_engine,
+    seed_example_engine,
+)
 
 
 def run(engine, params, prompts=((7,),), max_tokens=1, seeds=None, stop=True):
     wsp = WSP(WSPParams(**params))
-    return wsp.decode(engine, [list(p) for p in prompts], max_tokens=max_tokens,
-                      seeds=seeds or [0] * len(prompts), stop_token_ids=engine.eos_token_ids if stop else frozenset())
+    stops = Stops(max_tokens, engine.eos_token_ids if stop else frozenset())
+    return wsp.decode(engine, [list(p) for p in prompts], seeds=seeds or [0] * len(prompts), stops=stops)
 
 
 def test_seed_example_equal_strength_picks_smallest_n():
@@ -113,15 +46,6 @@ def test_w0_picks_smallest_n_and_large_w_and_k1_are_greedy():
     assert run(seed_example_engine(ns, head, 0.95), {"weight": 1e6, "top_p": 0.95})[0].token_ids == [10]
     assert run(seed_example_engine(ns, head, 0.95), {"max_candidates": 1, "weight": 0.0,
                                                      "top_p": 0.95})[0].token_ids == [10]
-
-
-def random_engine(seed: int, v: int = 300):
-    """Each sequence gets its own random, peaky distribution (a hash of the sequence)."""
-    def fn(seq):
-        rng = np.random.default_rng(abs(hash((seed,) + seq)) % (2**32))
-        logits = rng.normal(size=v) * rng.uniform(1.0, 4.0)
-        return logits - np.log(np.exp(logits).sum())
-    return ToyEngine(fn, vocab=v, eos=v - 1)
 
 
 @pytest.mark.parametrize("params", [{"weight": 1e9}, {"max_candidates": 1}])
@@ -195,10 +119,11 @@ def test_eos_candidate_has_n1_and_no_request():
 
 def test_stops_length_and_stop_check():
     eng = ToyEngine(lambda seq: dist_with_nucleus(1))  # always token 0
-    out = WSP().decode(eng, [[5]], max_tokens=10, seeds=[0], stop_token_ids=frozenset({EOS}),
-                       stop_check=lambda gen: len(gen) == 3)[0]
+    # a stop string that appears in the text once three tokens are out
+    stops = Stops(10, frozenset({EOS}), ("|",), decode=lambda ids: "0 " * len(ids) + ("|" if len(ids) == 3 else ""))
+    out = WSP().decode(eng, [[5]], seeds=[0], stops=stops)[0]
     assert out.finish_reason == "stop" and out.token_ids == [0, 0, 0]
-    out = WSP().decode(eng, [[5]], max_tokens=4, seeds=[0], stop_token_ids=frozenset({EOS}))[0]
+    out = WSP().decode(eng, [[5]], seeds=[0], stops=Stops(4, frozenset({EOS})))[0]
     assert out.finish_reason == "length" and len(out.token_ids) == 4
 
 
@@ -222,8 +147,9 @@ def test_driver_fills_report_columns():
 
     import pyarrow as pa
 
-    from harness.report import BASE_FIELDS
-    from harness.stepwise import run_stepwise
+    from harness.engine.stepdriver import run_stepwise
+    from harness.plan import declared_columns
+    from harness.rows import sample_schema
 
     eng = random_engine(7)
     unit = SimpleNamespace(stop=(), strategy=SimpleNamespace(max_tokens=5))
@@ -235,23 +161,19 @@ def test_driver_fills_report_columns():
         assert r["engine_requests"] >= 1 + len(r["steps"])
         assert r["mean_candidates"] >= 1 and 0 <= r["left_greedy_share"] <= 1
         assert r["mean_log_possibilities"] >= 0 and r["latency_s"] >= 0
-    schema = pa.schema([f for f in BASE_FIELDS if f.name in rows[0]])
-    pa.Table.from_pylist(rows, schema=schema)  # the fixed report schema accepts the rows
+    full = sample_schema([], *declared_columns([WSP]))  # the schema from WSP's own declarations
+    assert {"mean_log_possibilities", "left_greedy_share", "mean_candidates"} <= set(full.names)
+    schema = pa.schema([f for f in full if f.name in rows[0]])
+    pa.Table.from_pylist(rows, schema=schema)  # ... accepts the rows the driver filled
 
 
 def test_driver_stop_strings_cut_completion():
     from types import SimpleNamespace
 
-    from harness.stepwise import run_stepwise
+    from harness.engine.stepdriver import run_stepwise
 
     eng = ToyEngine(lambda seq: dist_with_nucleus(1))  # always 0; decode joins with spaces
     unit = SimpleNamespace(stop=("0 0",), strategy=SimpleNamespace(max_tokens=10))
     row = {"seed": 0, "prompt_id": "x"}
     run_stepwise(eng, unit, WSP(), [(row, [4])])
     assert row["finish_reason"] == "stop" and row["completion_tokens"] == 2 and row["completion"] == ""
-
-
-def test_step_result_carries_full_on_request():
-    r = step_result(dist_with_nucleus(3), top_k=2, nucleus_p=0.9, full=True)
-    assert isinstance(r, StepResult) and r.nucleus_size == 3 and r.full_logprobs.shape == (V,)
-    assert r.token_ids == [0, 1]

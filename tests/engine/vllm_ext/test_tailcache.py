@@ -1,4 +1,4 @@
-"""The tail cache's bookkeeping (harness.tailcache), by hand, with small fake requests and
+"""The tail cache's bookkeeping (harness.engine.vllm_ext.tailcache), by hand, with small fake requests and
 scheduler outputs; the real engine's use of it is in test_stepwise_engine.py."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("vllm")
 
-from harness.tailcache import TAIL_ARG, TailCacheConnector, TailCacheMetadata  # noqa: E402
+from harness.engine.vllm_ext import TAIL_ARG
+from harness.engine.vllm_ext.tailcache import TailCacheConnector, TailCacheMetadata
 
 BS = 4  # a small block size keeps the hand-made cases readable
 

@@ -1,4 +1,4 @@
-"""Simulated engine actors for scheduler tests and the scaling benchmark: they sleep for
+"""Simulated engine actors for the scheduler and fault tests: they sleep for
 a modelled unit time instead of running a model, and can be told to fail."""
 
 from __future__ import annotations
