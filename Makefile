@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= cpu,dev,metrics,reasoning,humaneval
 
-.PHONY: help install quickstart smoke test test-fast browser sandbox bench clean-reports
+.PHONY: help install quickstart smoke test test-fast lint-imports browser sandbox bench clean-reports
 
 help:
 	@echo "make quickstart  install everything, then run configs/quickstart.yaml (reports/<run_id>/)"
@@ -13,6 +13,7 @@ help:
 	@echo "make sandbox     install bubblewrap (the sandbox for generated code) when bwrap is missing"
 	@echo "make smoke       a seconds-long run of configs/smoke.yaml"
 	@echo "make test-fast   the tests that need no engine"
+	@echo "make lint-imports  the import rules of .importlinter (layers, engine/driver split, no cycles)"
 	@echo "make bench       the benchmarks in bench/"
 
 install: $(VENV)/.installed
@@ -48,6 +49,10 @@ sandbox:
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+# The import rules (.importlinter): also checked by tests/test_architecture.py in `make test`.
+lint-imports: install
+	$(BIN)/lint-imports
 
 test-fast: install sandbox
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not engine"
