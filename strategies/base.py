@@ -36,6 +36,10 @@ from harness.errors import ParamError
 COLUMN_TYPES = ("float64", "int64", "int32", "string", "bool")
 #: Which way a column is better: "higher", "lower" or "none" (informational).
 COLUMN_DIRECTIONS = ("higher", "lower", "none")
+#: ``SamplingParams.extra_args`` key of a sampler that runs inside ``generate``: its rule and
+#: parameters (``{"rule": "typical", "typical_p": 0.9}``), read by the engine's sampler
+#: logits processor (harness.engine.vllm_ext.samplers).
+SAMPLER_ARG = "deceval_sampler"
 
 
 def param(default: Any, doc: str) -> Any:
@@ -137,6 +141,11 @@ class Strategy:
 
     def __init__(self, params: Params | None = None) -> None:
         self.params = params if params is not None else self.Params()
+
+    def runs_stepwise(self) -> bool:
+        """Whether this configuration drives the engine step by step (``decode``) rather
+        than compiling to one batched ``generate`` (``sampling_kwargs``)."""
+        return self.stepwise
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "Strategy":

@@ -1,11 +1,20 @@
-"""Stepwise samplers: locally typical, eta, epsilon, Mirostat v2 and dynamic top-p.
+"""Samplers beyond vLLM's own: locally typical, eta, epsilon, Mirostat v2 and dynamic top-p.
 
 Each decoding rule is one small pure class over a full next-token log-probability vector
 (named after its effect, in the style of HF transformers' ``logits_process.py``), so a
-test can compare it with a direct computation. A strategy here asks the engine for one
-full distribution per live sequence per step (``StepEngine.next_token(full=True)``),
-keeps the tokens its rule allows and draws one with a numpy Generator seeded from the
-row's seed (:func:`draw`).
+test can compare it with a direct computation. These classes are the reference.
+
+A sampler runs one of two ways (its ``impl`` parameter):
+
+- ``generate`` (the default): inside one batched vLLM ``generate``. The request carries
+  its rule in ``extra_args`` (:data:`strategies.base.SAMPLER_ARG`); the engine's sampler
+  logits processor (harness.engine.vllm_ext.samplers, torch, vectorised over the batch)
+  masks each row to the rule's kept set, and vLLM's seeded sampling draws. No per-step
+  trace: ``steps`` and ``mean_candidates`` stay null.
+- ``stepwise``: the strategy asks the engine for one full distribution per live sequence
+  per step (``StepEngine.next_token(full=True)``), keeps the tokens its rule allows and
+  draws one with a numpy Generator seeded from the row's seed (:func:`draw`); it records
+  the per-step trace. Several times slower; kept for side-by-side checks.
 
 Numpy only: no vllm, torch or ray imports here.
 """
@@ -14,11 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from strategies.base import Column, Decoded, Params, SeqState, StepEngine, Stops, StepwiseStrategy, check_range, param
+from strategies.base import (SAMPLER_ARG, Column, Decoded, Params, SeqState, StepEngine, Stops, StepwiseStrategy,
+                             check_choice, check_range, param)
 from strategies.distributions import nucleus_size, probs_of, top_tokens
 
 #: Every sampler's per-sample column: the mean count of tokens its rule allowed per step.
@@ -176,11 +186,38 @@ class DynamicTopPWarper:
 # ---- the shared sampling loop -----------------------------------------------------------------
 
 
+#: Where a sampler's rule runs (see the module docstring).
+IMPLS = ("generate", "stepwise")
+
+
+@dataclass(frozen=True)
+class SamplerParams(Params):
+    impl: str = param("generate", "where the rule runs: generate (a logits processor inside vLLM's batched generate, "
+                                  "vLLM's seeded draw) or stepwise (the numpy reference, one request per step)")
+
+    def validate(self) -> None:
+        check_choice("impl", self.impl, IMPLS)
+
+
 class SamplerStrategy(StepwiseStrategy):
-    """A stepwise sampler: one full-distribution request per live sequence per step; the
-    rule (``keep``) picks the allowed tokens, :func:`draw` picks one, seeded per row."""
+    """A sampler: its rule (``keep``) picks the allowed tokens. Stepwise, one full-distribution
+    request per live sequence per step and :func:`draw` picks one, seeded per row; in
+    ``generate``, the engine applies the same rule (``processor_args``) and vLLM draws."""
 
     sample_columns = (MEAN_CANDIDATES,)
+    #: The ``generate`` path needs the engine's sampler logits processor.
+    in_engine_rule: ClassVar[bool] = True
+
+    def runs_stepwise(self) -> bool:
+        return self.params.impl == "stepwise"
+
+    def processor_args(self) -> dict[str, Any]:
+        """The rule and its parameters, as the engine's sampler processor reads them."""
+        return {"rule": self.name, **{k: v for k, v in self.params.to_dict().items() if k != "impl"}}
+
+    def sampling_kwargs(self) -> dict[str, Any]:
+        """The ``generate`` path: temperature 1, no native truncation, the rule in extra_args."""
+        return {"temperature": 1.0, "extra_args": {SAMPLER_ARG: self.processor_args()}}
 
     def init_state(self) -> Any:
         return None
@@ -227,10 +264,11 @@ class SamplerStrategy(StepwiseStrategy):
 
 
 @dataclass(frozen=True)
-class TypicalParams(Params):
+class TypicalParams(SamplerParams):
     typical_p: float = param(0.9, "keep the most typical tokens (|-log p - entropy| smallest) up to this mass")
 
     def validate(self) -> None:
+        super().validate()
         check_range("typical_p", self.typical_p, 0, 1, low_open=True)
 
 
@@ -244,10 +282,11 @@ class Typical(SamplerStrategy):
 
 
 @dataclass(frozen=True)
-class EpsilonParams(Params):
+class EpsilonParams(SamplerParams):
     epsilon: float = param(3e-4, "drop tokens with probability below epsilon (the top token always stays)")
 
     def validate(self) -> None:
+        super().validate()
         check_range("epsilon", self.epsilon, 0, 1, low_open=True, high_open=True)
 
 
@@ -261,10 +300,11 @@ class Epsilon(SamplerStrategy):
 
 
 @dataclass(frozen=True)
-class EtaParams(Params):
+class EtaParams(SamplerParams):
     epsilon: float = param(3e-4, "eta = min(epsilon, sqrt(epsilon) * exp(-entropy)); drop tokens below eta")
 
     def validate(self) -> None:
+        super().validate()
         check_range("epsilon", self.epsilon, 0, 1, low_open=True, high_open=True)
 
 
@@ -278,11 +318,12 @@ class Eta(SamplerStrategy):
 
 
 @dataclass(frozen=True)
-class MirostatParams(Params):
+class MirostatParams(SamplerParams):
     tau: float = param(5.0, "target surprise in bits per token")
     eta: float = param(0.1, "learning rate of the surprise controller mu")
 
     def validate(self) -> None:
+        super().validate()
         check_range("tau", self.tau, 0, None, low_open=True)
         check_range("eta", self.eta, 0, None, low_open=True)
 
@@ -306,7 +347,7 @@ class Mirostat(SamplerStrategy):
 
 
 @dataclass(frozen=True)
-class DynamicTopPParams(Params):
+class DynamicTopPParams(SamplerParams):
     top_p: float = param(0.9, "base nucleus threshold (the starting and lowest p)")
     max_top_p: float = param(0.99, "highest p the threshold may rise to")
     increase: float = param(0.05, "added to p at each step where the recent output repeats")
@@ -315,6 +356,7 @@ class DynamicTopPParams(Params):
     ngram: int = param(3, "a repeat: the last ngram tokens already occurred within the window")
 
     def validate(self) -> None:
+        super().validate()
         check_range("top_p", self.top_p, 0, 1, low_open=True)
         check_range("max_top_p", self.max_top_p, self.top_p, 1)
         check_range("increase", self.increase, 0, 1)

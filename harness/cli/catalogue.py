@@ -13,7 +13,8 @@ from strategies import STRATEGIES
 def _cmd_strategies(args: argparse.Namespace) -> int:
     for name in STRATEGIES.names():
         cls = STRATEGIES.get(name)
-        kind = "stepwise" if cls.stepwise else "native"
+        kind = ("native" if not cls.stepwise else "stepwise" if cls().runs_stepwise()
+                else "inside generate, or impl: stepwise")
         det = "deterministic" if cls.deterministic else "seeded"
         print(f"{name}  [{kind}, {det}]  {cls.description}")
         for pname, default, doc in cls.Params.describe():

@@ -17,8 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness.config import EngineOptions
-from harness.engine.vllm_ext import (NUCLEUS_ARG, NUCLEUS_PROCESSOR, SLOTS_KEY, TAIL_ARG, TAIL_CONNECTOR,
-                                     TAIL_CONNECTOR_MODULE)
+from harness.engine.vllm_ext import (NUCLEUS_ARG, NUCLEUS_PROCESSOR, SAMPLER_PROCESSOR, SLOTS_KEY, TAIL_ARG,
+                                     TAIL_CONNECTOR, TAIL_CONNECTOR_MODULE)
 from harness.hardware import cpu_info, resolve_dtype
 from strategies.base import StepResult
 from strategies.distributions import step_result
@@ -73,10 +73,11 @@ class Engine:
             kwargs["max_num_seqs"] = options.max_num_seqs
         if self.device == "cpu" and not options.engine_core_process:
             kwargs["distributed_executor_backend"] = "mp"  # the model still runs in a worker process
-        if self._use_nucleus_processor():
-            # Exact top-p nucleus counts inside the engine for stepwise strategies that ask (a lookahead); a
-            # no-op for every request that does not ask (see harness.engine.vllm_ext.nucleus).
-            kwargs["logits_processors"] = [NUCLEUS_PROCESSOR]
+        if self._use_logits_processors():
+            # Exact top-p nucleus counts for stepwise strategies that ask (a lookahead), and the
+            # samplers' rules inside generate; each a no-op for every request that does not ask
+            # (harness.engine.vllm_ext.nucleus, .samplers).
+            kwargs["logits_processors"] = [NUCLEUS_PROCESSOR, SAMPLER_PROCESSOR]
         self.tail_cache_slots = self._tail_cache_slots()
         if self.tail_cache_slots:
             kwargs["kv_transfer_config"] = {
@@ -118,11 +119,12 @@ class Engine:
             return self.options.tail_cache_slots
         return 512 if self.device == "cpu" else 0
 
-    def _use_nucleus_processor(self) -> bool:
-        """The in-engine nucleus counter is a V1 logits processor: on by default on the CPU
-        build (V1 model runner); on CUDA only with ``VLLM_USE_V2_MODEL_RUNNER=0`` (the V2
-        runner rejects V1-style processors; untested here). ``DECEVAL_NUCLEUS_PROCESSOR=0``
-        turns it off (full-vocabulary flat logprobs are used instead)."""
+    def _use_logits_processors(self) -> bool:
+        """The in-engine nucleus counter and sampler rules are V1 logits processors: on by
+        default on the CPU build (V1 model runner); on CUDA only with
+        ``VLLM_USE_V2_MODEL_RUNNER=0`` (the V2 runner rejects V1-style processors; untested
+        here). ``DECEVAL_NUCLEUS_PROCESSOR=0`` turns them off: nucleus counts then come from
+        full-vocabulary flat logprobs, and the samplers run stepwise."""
         flag = os.environ.get("DECEVAL_NUCLEUS_PROCESSOR")
         if flag is not None:
             return flag not in ("0", "false", "no", "")
@@ -330,10 +332,17 @@ class Engine:
         procs = getattr(self.llm.llm_engine.model_config, "logits_processors", None) or []
         return NUCLEUS_PROCESSOR in procs
 
+    @property
+    def samplers_in_engine(self) -> bool:
+        """True when this engine applies the samplers' rules inside generate."""
+        procs = getattr(self.llm.llm_engine.model_config, "logits_processors", None) or []
+        return SAMPLER_PROCESSOR in procs
+
     def beam_search(self, prompts: Sequence[Sequence[int]], *, beam_width: int, max_tokens: int,
                     length_penalty: float = 1.0, ignore_eos: bool = False) -> list[dict[str, Any]]:
         """vLLM's own beam search (``LLM.beam_search``) over token-id prompts. Per prompt, the
-        best beam: its generated token ids (prompt removed) and cumulative logprob."""
+        best beam: its generated token ids (prompt removed) and cumulative logprob, and
+        ``beams``: every returned beam the same way, best first."""
         from vllm.sampling_params import BeamSearchParams
 
         if not prompts:
@@ -343,8 +352,8 @@ class Engine:
         outs = self.llm.beam_search([{"prompt_token_ids": list(p)} for p in prompts], params)
         results = []
         for p, out in zip(prompts, outs):
-            best = out.sequences[0]
-            results.append({"token_ids": list(best.tokens[len(p):]), "cum_logprob": float(best.cum_logprob)})
+            beams = [{"token_ids": list(s.tokens[len(p):]), "cum_logprob": float(s.cum_logprob)} for s in out.sequences]
+            results.append({**beams[0], "beams": beams})
         return results
 
     # ---- scoring (metrics) ----------------------------------------------------------------

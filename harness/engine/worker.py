@@ -62,7 +62,7 @@ def execute_unit(engine: Any, unit: WorkUnit) -> UnitResult:
                 todo.append((row, ids))
 
     t0 = time.perf_counter()
-    if strategy.stepwise:
+    if runs_stepwise(engine, strategy):
         run_stepwise(engine, unit, strategy, todo)
     else:
         _run_native(engine, unit, strategy, todo)
@@ -80,6 +80,15 @@ def execute_unit(engine: Any, unit: WorkUnit) -> UnitResult:
     for r in rows:
         r["unit_seconds"] = gen_seconds
     return UnitResult(unit.id, rows, gen_seconds, generated)
+
+
+def runs_stepwise(engine: Any, strategy: Any) -> bool:
+    """Whether ``strategy`` drives the engine step by step here. A sampler asked to run inside
+    generate falls back to its stepwise reference on an engine without the sampler
+    processor (same rule, numpy draw), rather than sampling unmasked."""
+    if strategy.runs_stepwise():
+        return True
+    return bool(getattr(strategy, "in_engine_rule", False)) and not getattr(engine, "samplers_in_engine", False)
 
 
 def _run_native(engine: Any, unit: WorkUnit, strategy: Any, todo: list[tuple[dict[str, Any], list[int]]]) -> None:

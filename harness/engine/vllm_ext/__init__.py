@@ -2,13 +2,17 @@
 live here, so the engine configures them without importing vllm or torch.
 
 - :mod:`.nucleus`: the V1 logits processor that counts exact top-p nucleus sizes;
+- :mod:`.samplers`: the V1 logits processor that applies the samplers' rules (typical, eta,
+  epsilon, Mirostat v2, dynamic top-p) inside ``generate``; its request key is
+  :data:`strategies.base.SAMPLER_ARG`;
 - :mod:`.tailcache`: the KV connector that reuses sub-block prompt tails between steps.
 """
 
 #: ``SamplingParams.extra_args`` key: the request wants its top-p nucleus size counted.
 NUCLEUS_ARG = "deceval_nucleus_p"
-#: The V1 logits processor's FQCN, for ``LLM(logits_processors=[...])``.
+#: The V1 logits processors' FQCNs, for ``LLM(logits_processors=[...])``.
 NUCLEUS_PROCESSOR = "harness.engine.vllm_ext.nucleus:NucleusCountProcessor"
+SAMPLER_PROCESSOR = "harness.engine.vllm_ext.samplers:SamplerProcessor"
 
 #: ``SamplingParams.extra_args`` key: this request's prompt tail may be stored and reused.
 TAIL_ARG = "deceval_tail"
