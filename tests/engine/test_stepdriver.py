@@ -24,7 +24,7 @@ from harness.report import write_unit
 from harness.rows import sample_schema
 from strategies import get_strategy
 from strategies.base import Stops
-from strategies.beam import BeamParams, BeamSearch
+from strategies.beam import BeamParams, BeamSearch, beam_search
 from strategies.stepwise import draw
 from strategies.wsp import WSP, WSPParams
 
@@ -225,19 +225,38 @@ def test_sampler_matches_direct_computation(engine, name, params):
             seq.append(tok)
 
 
+def test_cached_beam_search_returns_vllms_beams_token_for_token(engine):
+    """float32, 8 prompts x 32 tokens, widths 2 and 4: every returned beam of the cached
+    search equals LLM.beam_search's, token for token, best first; the cumulative logprobs
+    agree to float32 round-off."""
+    assert engine.eos_token_ids == {engine.tokenizer.eos_token_id}  # vLLM's beam search stops on this one id
+    texts = PROMPTS + ["Explain what a rainbow is.", "Give me a tip for cooking rice.", "Name two planets."]
+    prompts = [engine.encode(t, chat=True) for t in texts[:8]]
+    for width in (2, 4):
+        ours = beam_search(engine, prompts, width=width, max_tokens=32, eos=engine.eos_token_ids)
+        theirs = engine.beam_search(prompts, beam_width=width, max_tokens=32)
+        for p, o, v in zip(prompts, ours, theirs):
+            assert [b.tokens[len(p):] for b in o.beams] == [b["token_ids"] for b in v["beams"]], (width, p)
+            assert [b.cum_logprob for b in o.beams] == pytest.approx([b["cum_logprob"] for b in v["beams"]], abs=1e-3)
+        assert sum(len(b.tokens) - len(p) for p, o in zip(prompts, ours) for b in o.beams[:1]) >= 8 * 8
+
+
 # ---- beam search, the config and the report --------------------------------------------------------
 
 
-def test_beam_search_through_vllm(engine):
+@pytest.mark.parametrize("impl", ["cached", "vllm"])
+def test_beam_search_through_the_step_driver(engine, impl):
     prompts = [engine.encode(t) for t in PROMPTS[:2]]
     rows = [{"seed": 0, "prompt_id": "a"}, {"seed": 0, "prompt_id": "b"}]
     unit = SimpleNamespace(stop=(), strategy=SimpleNamespace(max_tokens=8))
-    run_stepwise(engine, unit, BeamSearch(BeamParams(width=2)), list(zip(rows, prompts)))
+    run_stepwise(engine, unit, BeamSearch(BeamParams(width=2, impl=impl)), list(zip(rows, prompts)))
     for r in rows:
         assert r["completion_tokens"] >= 1 and r["finish_reason"] in ("eos", "length") and r["completion"]
+        if impl == "cached":  # one request per live beam per step, each computing about one token
+            assert r["engine_requests"] >= r["completion_tokens"] and r["computed_tokens"] <= 4 * r["engine_requests"]
     # width 1 is greedy
     rows1 = [{"seed": 0, "prompt_id": "a"}]
-    run_stepwise(engine, unit, BeamSearch(BeamParams(width=1)), [(rows1[0], prompts[0])])
+    run_stepwise(engine, unit, BeamSearch(BeamParams(width=1, impl=impl)), [(rows1[0], prompts[0])])
     greedy = engine.generate([prompts[0]], [engine.sampling_params(max_tokens=8, temperature=0.0)])[0]
     assert rows1[0]["completion"].strip() == greedy.text.strip()
 
