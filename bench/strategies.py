@@ -2,10 +2,14 @@
 
     .venv/bin/python bench/strategies.py [--quick] [--measure-nucleus] [--dtype auto|bfloat16|float32]
 
-Reports generated tokens/s for greedy, top-p 0.9, beam search (width 4, vLLM's
-LLM.beam_search) and WSP (K = 4 and 8); for WSP also its mean candidate count, engine
-requests per generated token and engine-computed (uncached) prompt tokens per generated
-token, from the cached-token counts. Target: WSP K=8 >= 1.5x beam-4 tokens/s.
+Reports generated tokens/s for greedy, top-p 0.9, the samplers inside generate (typical,
+eta, epsilon, Mirostat v2, dynamic top-p: the engine's sampler logits processor, vLLM's
+draw), beam search width 4 (vLLM's LLM.beam_search, and ours on the step driver and the
+tail cache) and WSP (K = 4 and 8); for WSP also its mean candidate count, engine requests
+per generated token and engine-computed (uncached) prompt tokens per generated token, from
+the cached-token counts. Targets: each sampler >= 0.8x top-p tokens/s; cached beam-4 >= 4x
+vLLM's beam-4; WSP K=8 >= 1.5x vLLM's beam-4. ``--only typical_stepwise,...`` adds a
+sampler's stepwise reference (``impl: stepwise``) for the side-by-side figure.
 
 ``--measure-nucleus`` first times the ways to get a top-p nucleus count for one lookahead
 step (P prefixes x 8 candidates): the in-engine counter (the V1 logits processor in
@@ -108,6 +112,11 @@ def measure_nucleus(engine, prompts_ids, k: int = 8, top_p: float = 0.9) -> dict
     return out
 
 
+#: The samplers the processor runs inside generate, at the configs' settings.
+SAMPLERS = {"typical": {"typical_p": 0.9}, "eta": {"epsilon": 3e-4}, "epsilon": {"epsilon": 3e-4},
+            "mirostat": {"tau": 5.0, "eta": 0.1}, "dynamic_top_p": {"top_p": 0.9}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="8 prompts x 16 tokens (default 32 x 64)")
@@ -116,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="auto", help="auto (the harness default), bfloat16 or float32")
     ap.add_argument("--block-size", type=int, default=32, help="KV block size (prefix caching reuses whole blocks)")
     ap.add_argument("--measure-nucleus", action="store_true")
-    ap.add_argument("--only", default="", help="comma list of greedy,top_p,beam4,beam4_tail,wsp4,wsp8,wsp8_no_tail")
+    ap.add_argument("--only", default="", help="comma list of greedy,top_p," + ",".join(SAMPLERS) +
+                    ",<sampler>_stepwise,beam4,beam4_tail,beam4_cached,wsp4,wsp8,wsp8_no_tail")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
     n = args.prompts or (8 if args.quick else 32)
@@ -125,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     from harness.engine.engine import Engine
     from harness.driver.placement import core_share
     from harness.models import prepare
+    from strategies import get_strategy
     from strategies.base import Stops
+    from strategies.beam import beam_search
     from strategies.wsp import WSP, WSPParams
 
     engine = Engine(str(prepare("smollm2-135m")), {"dtype": args.dtype, "max_model_len": 1024, "kv_cache_gib": 2,
@@ -146,10 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     def want(name: str) -> bool:
         return not only or name in only
 
-    def native(name, **kw):
-        sp = engine.sampling_params(max_tokens=max_tokens, ignore_eos=True, **kw)
+    def native(name, seeded: bool = False, **kw):
+        sps = [engine.sampling_params(max_tokens=max_tokens, ignore_eos=True, **kw, **({"seed": i} if seeded else {}))
+               for i in range(len(prompts))]
         t = time.perf_counter()
-        outs = engine.generate(prompts, [sp] * len(prompts))
+        outs = engine.generate(prompts, sps)
         dt = time.perf_counter() - t
         toks = sum(len(o.token_ids) for o in outs)
         results[name] = {"tokens": toks, "seconds": round(dt, 2), "tok_per_s": round(toks / dt, 1)}
@@ -158,7 +171,25 @@ def main(argv: list[str] | None = None) -> int:
     if want("greedy"):
         native("greedy", temperature=0.0)
     if want("top_p"):
-        native("top_p", temperature=1.0, top_p=0.9, seed=0)
+        native("top_p", seeded=True, temperature=1.0, top_p=0.9)
+    for sname, sparams in SAMPLERS.items():
+        if want(sname):  # inside generate: the sampler processor masks, vLLM draws
+            native(sname, seeded=True, **get_strategy(sname).from_dict(sparams).sampling_kwargs())
+        if f"{sname}_stepwise" in only:  # the numpy reference, one full-vocabulary request per step
+            s = get_strategy(sname).from_dict({**sparams, "impl": "stepwise"})
+            t = time.perf_counter()
+            dec = s.decode(engine, prompts, seeds=list(range(len(prompts))), stops=Stops(max_tokens=max_tokens))
+            dt = time.perf_counter() - t
+            toks = sum(len(d.token_ids) for d in dec)
+            results[f"{sname}_stepwise"] = {"tokens": toks, "seconds": round(dt, 2), "tok_per_s": round(toks / dt, 1)}
+            print(f"{sname}_stepwise", results[f"{sname}_stepwise"], flush=True)
+    if want("top_p") and any(want(s) for s in SAMPLERS):
+        # top-p again after the samplers; the ratios use the faster of its two runs (the conservative baseline)
+        first = results["top_p"]
+        native("top_p", seeded=True, temperature=1.0, top_p=0.9)
+        results["top_p_runs_tok_per_s"] = [first["tok_per_s"], results["top_p"]["tok_per_s"]]
+        if first["tok_per_s"] > results["top_p"]["tok_per_s"]:
+            results["top_p"] = first
     def beam(name: str) -> None:
         t = time.perf_counter()
         outs = engine.beam_search(prompts, beam_width=4, max_tokens=max_tokens, ignore_eos=True)
@@ -169,6 +200,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if want("beam4"):
         beam("beam4")
+    if want("beam4_cached"):  # vLLM's algorithm on the step driver: one new token per beam request
+        t = time.perf_counter()
+        res = beam_search(engine, prompts, width=4, max_tokens=max_tokens)  # no EOS: like ignore_eos
+        dt = time.perf_counter() - t
+        toks = sum(len(r.beams[0].tokens) - r.prompt_len for r in res)
+        comp = sum(r.computed_tokens for r in res)
+        req = sum(r.engine_requests for r in res)
+        results["beam4_cached"] = {"tokens": toks, "seconds": round(dt, 2), "tok_per_s": round(toks / dt, 1),
+                                   "computed_tokens_per_request": round(comp / max(1, req), 3)}
+        print("beam4_cached", results["beam4_cached"], flush=True)
     if want("beam4_tail") and engine.tail_cache_slots:
         # What vLLM's beam search would gain from the same tail cache: its requests opt in.
         with beam_requests_use_tail_cache():
@@ -211,12 +252,16 @@ def main(argv: list[str] | None = None) -> int:
         results["wsp8_same_tokens_with_and_without_tail_cache"] = f"{same}/{len(prompts)}"
         print("wsp8 samples identical with and without the tail cache:", results[
             "wsp8_same_tokens_with_and_without_tail_cache"], flush=True)
-    ratios = {"wsp8_over_beam4": ("wsp8", "beam4"), "wsp8_no_tail_over_beam4": ("wsp8_no_tail", "beam4"),
-              "wsp8_over_beam4_tail": ("wsp8", "beam4_tail"), "wsp8_tail_speedup": ("wsp8", "wsp8_no_tail")}
+    ratios = {f"{s}_over_top_p": (s, "top_p") for s in SAMPLERS}
+    ratios.update({f"{s}_stepwise_over_top_p": (f"{s}_stepwise", "top_p") for s in SAMPLERS})
+    ratios["beam4_cached_over_beam4"] = ("beam4_cached", "beam4")
+    ratios.update({"wsp8_over_beam4": ("wsp8", "beam4"), "wsp8_no_tail_over_beam4": ("wsp8_no_tail", "beam4"),
+              "wsp8_over_beam4_tail": ("wsp8", "beam4_tail"), "wsp8_tail_speedup": ("wsp8", "wsp8_no_tail")})
+    targets = {f"{s}_over_top_p": 0.8 for s in SAMPLERS} | {"beam4_cached_over_beam4": 4.0, "wsp8_over_beam4": 1.5}
     for key, (a, b) in ratios.items():
         if a in results and b in results:
             results[key] = round(results[a]["tok_per_s"] / results[b]["tok_per_s"], 2)
-            print(f"{a} / {b} tokens/s: {results[key]}" + (" (target >= 1.5)" if key == "wsp8_over_beam4" else ""))
+            print(f"{a} / {b} tokens/s: {results[key]}" + (f" (target >= {targets[key]})" if key in targets else ""))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     print(json.dumps(results))

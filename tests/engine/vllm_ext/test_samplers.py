@@ -264,3 +264,14 @@ def test_first_token_draws_follow_the_reference_distribution(engine, name, param
     shifted[big[1]] += moved
     assert chisquare(obs, binned(shifted * n)).pvalue < 1e-3, "too few draws to see a 5% shift"
     assert math.isclose(exp.sum(), n)
+
+
+@pytest.mark.engine
+def test_native_requests_in_the_same_batch_are_unaffected(engine):
+    prompts = [engine.encode(t) for t in PROMPTS[:4]]
+    native = [engine.sampling_params(max_tokens=12, seed=7, temperature=1.0, top_p=0.9, ignore_eos=True)] * 4
+    alone = [o.token_ids for o in engine.generate(prompts, native)]
+    kw = get_strategy("mirostat").from_dict({"tau": 1.0}).sampling_kwargs()  # a tight mask on its rows
+    mixed = engine.generate(prompts * 2, native + [engine.sampling_params(max_tokens=12, seed=s, ignore_eos=True, **kw)
+                                                   for s in range(4)])
+    assert [o.token_ids for o in mixed[:4]] == alone
