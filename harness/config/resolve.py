@@ -273,6 +273,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level (models:, prompt_sets:, strategies:), "
                           f"got {type(raw).__name__}")
+    if "tune" in raw:
+        raise ConfigError(f"{source}: a tune config (it has a 'tune:' section); run it with 'deceval tune {source}', "
+                          f"or check it with 'deceval tune {source} --dry-run'")
     if overrides:
         raw = {**raw, **overrides}
     return resolve_config(raw, source)
@@ -343,7 +346,8 @@ def _resolve_prompt_sets(cfg: RawConfig, source: str) -> list[PromptSetConfig]:
             raise ConfigError(f"{source}: prompt_sets[{i}]: give a built-in 'name' or a 'path' to a JSONL/Parquet file")
         name = entry.name or Path(entry.path).stem
         prompt_sets.append(PromptSetConfig(name=slugify(name), path=entry.path,
-                                           chat=cfg.chat if entry.chat is None else entry.chat, limit=entry.limit))
+                                           chat=cfg.chat if entry.chat is None else entry.chat, limit=entry.limit,
+                                           split=entry.split, dev_fraction=entry.dev_fraction))
     if len({p.name for p in prompt_sets}) != len(prompt_sets):
         raise ConfigError(f"{source}: prompt_sets: duplicate prompt set names; give each a distinct 'name'")
     return prompt_sets

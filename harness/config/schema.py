@@ -80,6 +80,9 @@ class PromptSetEntry(_Strict):
     path: str | None = None
     chat: bool | None = None
     limit: int | None = Field(None, ge=1, le=MAX_PROMPT_LIMIT)
+    split: Literal["dev", "test"] | None = Field(None, description="only the dev or the test part (a stable hash "
+                                                                   "of each prompt id against dev_fraction)")
+    dev_fraction: float = Field(0.5, gt=0, lt=1)
 
 
 class GenerationOptions(_Strict):

@@ -7,11 +7,13 @@ from harness.prompts.sets import (
                                   GENERATED_SETS,
                                   Prompt,
                                   PromptSet,
+                                  SPLITS,
                                   PromptSetConfig,
                                   builtin_path,
                                   humaneval_prompt_hashes,
+                                  in_dev_split,
                                   load_prompt_set,
 )
 
 __all__ = ["BUILTIN_SETS", "GENERATED_SETS", "HUMANEVAL_SET", "Prompt", "PromptSet", "PromptSetConfig",
-           "builtin_path", "humaneval_problems", "humaneval_prompt_hashes", "load_prompt_set"]
+           "SPLITS", "builtin_path", "humaneval_problems", "humaneval_prompt_hashes", "in_dev_split", "load_prompt_set"]

@@ -31,6 +31,30 @@ class PromptSetConfig:
     path: str | None  # None: built-in
     chat: bool
     limit: int | None
+    #: "dev" or "test": only that part of the set (:func:`in_dev_split`); None: all of it
+    split: str | None = None
+    dev_fraction: float = 0.5
+
+
+#: The splits a prompt set can be cut into for tuning.
+SPLITS = ("dev", "test")
+
+
+def in_dev_split(set_name: str, prompt_id: str, dev_fraction: float) -> bool:
+    """Whether a prompt is in the dev split: a stable hash of (set, prompt id) against the
+    fraction, so a prompt never moves between splits whatever else the set holds."""
+    digest = hashlib.sha256(f"{set_name}\x00{prompt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < dev_fraction
+
+
+def _limit_and_split(cfg: PromptSetConfig, prompts: list[Prompt]) -> tuple[Prompt, ...]:
+    """The set as configured: the first ``limit`` prompts, then the asked-for split of them."""
+    if cfg.limit:
+        prompts = prompts[: cfg.limit]
+    if cfg.split is not None:
+        dev = cfg.split == "dev"
+        prompts = [p for p in prompts if in_dev_split(cfg.name, p.id, cfg.dev_fraction) == dev]
+    return tuple(prompts)
 
 
 BUILTIN_SETS = {
@@ -171,7 +195,7 @@ def load_prompt_set(cfg: PromptSetConfig) -> PromptSet:
     if cfg.path is None and cfg.name in GENERATED_SETS:
         records = [(f"{cfg.name}[{i}]", r) for i, r in enumerate(GENERATED_SETS[cfg.name][1]())]
         prompts = [_make_prompt(where, rec, cfg.name, i, cfg.chat) for i, (where, rec) in enumerate(records)]
-        return PromptSet(name=cfg.name, source=f"generated:{cfg.name}", prompts=tuple(prompts[: cfg.limit] if cfg.limit else prompts))
+        return PromptSet(name=cfg.name, source=f"generated:{cfg.name}", prompts=_limit_and_split(cfg, prompts))
     if cfg.path is None:
         if cfg.name not in BUILTIN_SETS:
             close = difflib.get_close_matches(cfg.name, [*BUILTIN_SETS, *GENERATED_SETS], n=1)
@@ -196,9 +220,7 @@ def load_prompt_set(cfg: PromptSetConfig) -> PromptSet:
     dups = sorted(k for k, v in seen.items() if v > 1)
     if dups:
         raise PromptError(f"prompt file {path}: duplicate ids {excerpt(dups[:5], 200)}; ids must be unique within a set")
-    if cfg.limit:
-        prompts = prompts[: cfg.limit]
-    return PromptSet(name=cfg.name, source=str(path), prompts=tuple(prompts))
+    return PromptSet(name=cfg.name, source=str(path), prompts=_limit_and_split(cfg, prompts))
 
 
 

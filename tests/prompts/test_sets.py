@@ -151,3 +151,21 @@ def test_json_a_prompt_file_cannot_hold(tmp_path, line, message):
     with pytest.raises(PromptError) as e:
         load_prompt_set(cfg(path=p))
     assert f"{p}:2:" in str(e.value) and message in str(e.value) and len(str(e.value)) < 500
+
+
+def test_dev_and_test_splits_are_stable_disjoint_and_cover_the_set():
+    from harness.prompts import in_dev_split
+
+    whole = load_prompt_set(PromptSetConfig(name="facts", path=None, chat=False, limit=None)).prompts
+    dev = load_prompt_set(PromptSetConfig("facts", None, False, None, split="dev", dev_fraction=0.5)).prompts
+    test = load_prompt_set(PromptSetConfig("facts", None, False, None, split="test", dev_fraction=0.5)).prompts
+    ids = [p.id for p in whole]
+    assert {p.id for p in dev}.isdisjoint(p.id for p in test)
+    assert sorted(p.id for p in dev + test) == sorted(ids) and 0.3 < len(dev) / len(ids) < 0.7
+    # membership depends on the prompt alone: not on the other prompts, their order or a limit
+    assert [in_dev_split("facts", i, 0.5) for i in ids] == [in_dev_split("facts", i, 0.5) for i in ids[::-1]][::-1]
+    limited = load_prompt_set(PromptSetConfig("facts", None, False, 10, split="dev", dev_fraction=0.5)).prompts
+    assert {p.id for p in limited} == {p.id for p in dev} & set(ids[:10])
+    # a larger fraction only adds prompts to dev
+    more = load_prompt_set(PromptSetConfig("facts", None, False, None, split="dev", dev_fraction=0.8)).prompts
+    assert {p.id for p in dev} < {p.id for p in more}
