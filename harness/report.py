@@ -184,6 +184,14 @@ def write_run_json(run_dir: Path, payload: dict[str, Any]) -> None:
     _write_atomic(run_dir / "run.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Any JSON file of a report folder, atomically as run.json."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str)
+    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def read_run_json(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "run.json"
     if not path.exists():

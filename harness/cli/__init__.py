@@ -2,7 +2,7 @@
 
 One module per command group: :mod:`.run` (run, validate), :mod:`.catalogue` (strategies,
 models, prompts), :mod:`.doctor`, :mod:`.reports` (leaderboard, compare, metrics) and
-:mod:`.cluster` (submit). Heavy libraries (vllm, torch, ray) load only when a command
+:mod:`.cluster` (submit) and :mod:`.tune`. Heavy libraries (vllm, torch, ray) load only when a command
 needs them, so ``--help`` and config validation start in a fraction of a second.
 """
 
@@ -16,6 +16,7 @@ from harness.cli.cluster import add_cluster_commands
 from harness.cli.doctor import add_doctor_command
 from harness.cli.reports import add_report_commands
 from harness.cli.run import add_run_commands
+from harness.cli.tune import add_tune_command
 from harness.errors import DecevalError
 
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_doctor_command(sub)
     add_report_commands(sub)
     add_cluster_commands(sub)
+    add_tune_command(sub)
     return p
 
 

@@ -43,10 +43,11 @@ from harness.config.schema import (
                                     slugify,
                                     stable_hash,
 )
+from harness.config.tune import Constraint, Family, Space, TuneConfig, parse_tune_config
 from harness.prompts import PromptSetConfig
 
 __all__ = [
-    "ConfigLoader", "DEFAULT_GATES", "EngineOptions", "GateConfig", "GenerationOptions", "MAX_CONFIG_BYTES",
+    "ConfigLoader", "Constraint", "DEFAULT_GATES", "Family", "Space", "TuneConfig", "parse_tune_config", "EngineOptions", "GateConfig", "GenerationOptions", "MAX_CONFIG_BYTES",
     "MAX_MODEL_LEN", "MAX_NAME_CHARS", "MAX_PLANNED_ROWS", "MAX_PROMPT_LIMIT", "MAX_REPLICAS",
     "MAX_SAMPLES_PER_PROMPT", "MAX_SHARD_SIZE", "MAX_STRATEGY_CONFIGS", "MAX_YAML_DEPTH", "MAX_YAML_NODES",
     "ModelConfig", "PromptSetConfig", "RUN_ID_PATTERN", "RawConfig", "RunConfig", "StrategyConfig",
