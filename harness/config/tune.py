@@ -12,7 +12,7 @@ budget for all, an objective and constraints (read by ``deceval tune``, harness.
         - {name: greedy}
         - {name: top_p, top_p: {low: 0.5, high: 1.0}, temperature: {low: 0.2, high: 1.5}}
         - {name: min_p, min_p: [0.05, 0.1, 0.2]}      # a list: these values only
-        - {name: wsp, label: wsp-sample, mode: sample, temperature: {low: 0.1, high: 2, log: true}}
+        - {name: temperature, label: temp-log, temperature: {low: 0.1, high: 2, log: true}}
 
 A parameter given a mapping ``{low, high}`` (optional ``log: true``, ``step``) is searched
 over that range (integers when the parameter is one); a list is a choice among its
