@@ -30,6 +30,34 @@ from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 from harness.engine.vllm_ext import NUCLEUS_ARG
 
 
+def nucleus_counts(lp: torch.Tensor, ps: torch.Tensor) -> torch.Tensor:
+    """The exact top-p nucleus size of each row of float32 logprobs ``lp`` for its ``ps``
+    (float64): :func:`strategies.distributions.nucleus_size`, row by row; also used by the
+    sampler processor's dynamic top-p."""
+    vocab = lp.shape[1]
+    # Sorted probabilities are exp(sorted logprobs): sort in float32 (cheap), exp and sum
+    # in float64. Short heads first (exact: the top-k values are the first k of the
+    # full sort); only rows whose head does not reach p go on to a longer one.
+    n = torch.full((lp.shape[0],), vocab, dtype=torch.long, device=lp.device)
+    whole = ps >= 1.0  # p = 1: the whole support
+    if whole.any():
+        n[whole] = torch.isfinite(lp[whole]).sum(dim=-1)
+    todo = (~whole).nonzero().flatten()
+    for head in (64, 1024, vocab):
+        if not todo.numel():
+            break
+        head = min(head, vocab)
+        sub = lp[todo]
+        vals = (torch.topk(sub, head, dim=-1, sorted=True).values if head < vocab
+                else torch.sort(sub, dim=-1, descending=True).values)
+        c = torch.cumsum(torch.exp(vals.to(torch.float64)), dim=-1)
+        hit = c[:, -1] >= ps[todo]
+        if hit.any():
+            n[todo[hit]] = torch.searchsorted(c[hit], ps[todo][hit, None].contiguous(), right=False)[:, 0] + 1
+        todo = todo[~hit]  # left over after the full sort (rounding): the whole vocabulary
+    return n.clamp(1, vocab)
+
+
 class NucleusCountProcessor(LogitsProcessor):
     def __init__(self, vllm_config: Any, device: Any, is_pin_memory: bool) -> None:
         self.device = device
@@ -50,29 +78,7 @@ class NucleusCountProcessor(LogitsProcessor):
             return logits
         idx = torch.tensor(rows, dtype=torch.long, device=logits.device)
         ps = torch.tensor([self.reqs[r] for r in rows], dtype=torch.float64, device=logits.device)
-        lp = torch.log_softmax(logits[idx].to(torch.float32), dim=-1)
-        vocab = lp.shape[1]
-        # Sorted probabilities are exp(sorted logprobs): sort in float32 (cheap), exp and sum
-        # in float64. Short heads first (exact: the top-k values are the first k of the
-        # full sort); only rows whose head does not reach p go on to a longer one.
-        n = torch.full((len(rows),), vocab, dtype=torch.long, device=logits.device)
-        whole = ps >= 1.0  # p = 1: the whole support
-        if whole.any():
-            n[whole] = torch.isfinite(lp[whole]).sum(dim=-1)
-        todo = (~whole).nonzero().flatten()
-        for head in (64, 1024, vocab):
-            if not todo.numel():
-                break
-            head = min(head, vocab)
-            sub = lp[todo]
-            vals = (torch.topk(sub, head, dim=-1, sorted=True).values if head < vocab
-                    else torch.sort(sub, dim=-1, descending=True).values)
-            c = torch.cumsum(torch.exp(vals.to(torch.float64)), dim=-1)
-            hit = c[:, -1] >= ps[todo]
-            if hit.any():
-                n[todo[hit]] = torch.searchsorted(c[hit], ps[todo][hit, None].contiguous(), right=False)[:, 0] + 1
-            todo = todo[~hit]  # left over after the full sort (rounding): the whole vocabulary
-        n = n.clamp(1, logits.shape[1])
+        n = nucleus_counts(torch.log_softmax(logits[idx].to(torch.float32), dim=-1), ps)
         logits[idx] = float("-inf")
         logits[idx, n - 1] = 0.0
         return logits

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from vllm.v1.sample.logits_processor import LogitsProcessor
 
+from harness.engine.vllm_ext.nucleus import nucleus_counts
 from strategies.base import SAMPLER_ARG
 from strategies.stepwise import DynamicTopPWarper
 
@@ -52,6 +53,7 @@ class _Request:
     state: float = 0.0  # mirostat: mu; dynamic_top_p: p
     prev: torch.Tensor | None = field(default=None, repr=False)  # mirostat: last row's float32 logprobs
     prev_mass: float = 1.0  # mirostat: the kept mass of that row
+    warper: DynamicTopPWarper | None = None  # dynamic_top_p: the numpy rule that moves p
 
 
 def _new_request(params: Any, out: list[int]) -> _Request | None:
@@ -64,6 +66,8 @@ def _new_request(params: Any, out: list[int]) -> _Request | None:
         req.state = 2.0 * float(args["tau"])
     elif req.rule == "dynamic_top_p":
         req.state = float(args["top_p"])
+        req.warper = DynamicTopPWarper(args["top_p"], args["max_top_p"], args["increase"], args["decay"],
+                                       args["window"], args["ngram"])
     return req
 
 
@@ -119,25 +123,10 @@ def typical_keep(lp: torch.Tensor, p: torch.Tensor, mass: torch.Tensor) -> torch
     return shifted <= thr[:, None]  # holds the most typical token too: thr is at least its value
 
 
-def nucleus_keep(lp: torch.Tensor, p: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """The top-p nucleus (the shortest head by probability whose mass reaches p), ties at
-    the cut broken by lower token id, as :func:`strategies.distributions.top_tokens`."""
-    rows, vocab = lp.shape
-    n = torch.full((rows,), vocab, dtype=torch.long, device=lp.device)
-    whole = top_p >= 1.0
-    if whole.any():
-        n[whole] = torch.isfinite(lp[whole]).sum(dim=-1).clamp(min=1)
-    todo = (~whole).nonzero().flatten()
-    for head in _heads(vocab):
-        if not todo.numel():
-            break
-        vals = torch.topk(p[todo], head, dim=-1, sorted=True).values
-        c = torch.cumsum(vals, dim=-1)
-        hit = c[:, -1] >= top_p[todo]
-        if hit.any():
-            n[todo[hit]] = torch.searchsorted(c[hit], top_p[todo][hit, None].contiguous(), right=False)[:, 0] + 1
-        todo = todo[~hit]  # not reached after the full sort (round-off): the whole vocabulary
-    n = n.clamp(1, vocab)
+def nucleus_keep(lp: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """The top-p nucleus of float32 logprobs (its size counted as the nucleus counter counts
+    it), ties at the cut broken by lower token id, as :func:`strategies.distributions.top_tokens`."""
+    n = nucleus_counts(lp, top_p)
     kth = torch.gather(torch.sort(lp, dim=-1, descending=True).values if (n > 1024).any() else
                        torch.topk(lp, int(n.max()), dim=-1, sorted=True).values, 1, (n - 1)[:, None])
     above = lp > kth
@@ -240,14 +229,9 @@ class SamplerProcessor(LogitsProcessor):
     def _dynamic_top_p(self, reqs: list[_Request], lp32: torch.Tensor) -> torch.Tensor:
         for r in reqs:
             if len(r.out) > r.seen:
-                a = r.args
-                rule = DynamicTopPWarper(a["top_p"], a["max_top_p"], a["increase"], a["decay"], a["window"],
-                                         a["ngram"])
-                r.state = rule.next_p(r.state, r.out)
+                r.state = r.warper.next_p(r.state, r.out)
                 r.seen = len(r.out)
-        lp = lp32.to(torch.float64)
-        ps = torch.tensor([r.state for r in reqs], dtype=torch.float64, device=lp.device)
-        return nucleus_keep(lp, torch.exp(lp), ps)
+        return nucleus_keep(lp32, torch.tensor([r.state for r in reqs], dtype=torch.float64, device=lp32.device))
 
 
 RULES = {"typical": SamplerProcessor._typical, "epsilon": SamplerProcessor._epsilon, "eta": SamplerProcessor._eta,
