@@ -178,14 +178,11 @@ def package_versions() -> dict[str, str | None]:
 def write_run_json(run_dir: Path, payload: dict[str, Any]) -> None:
     """Atomically (temporary file, fsync, rename, folder fsync): a reader sees the old
     run.json or the new one, never a part."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(payload, indent=2, sort_keys=True, default=str)
-    _write_atomic(run_dir / "run.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_json_atomic(Path(run_dir) / "run.json", payload)
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Any JSON file of a report folder, atomically as run.json."""
+    """A JSON file of a report folder (run.json, tune.json), written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(payload, indent=2, sort_keys=True, default=str)

@@ -336,12 +336,18 @@ def _resolve_models(cfg: RawConfig, source: str) -> list[ModelConfig]:
     return models
 
 
+def prompt_set_mapping(entry: Any) -> dict[str, Any]:
+    """A ``prompt_sets`` entry as a mapping: a string is a file path when it looks like one
+    (a .jsonl/.parquet/.json name or a '/'), else a built-in name."""
+    if not isinstance(entry, str):
+        return dict(entry)
+    return {"path": entry} if entry.endswith((".jsonl", ".parquet", ".json")) or "/" in entry else {"name": entry}
+
+
 def _resolve_prompt_sets(cfg: RawConfig, source: str) -> list[PromptSetConfig]:
     prompt_sets = []
     for i, p in enumerate(cfg.prompt_sets):
-        entry = PromptSetEntry(name=p) if isinstance(p, str) else p
-        if isinstance(p, str) and (p.endswith((".jsonl", ".parquet", ".json")) or "/" in p):
-            entry = PromptSetEntry(path=p)
+        entry = PromptSetEntry(**prompt_set_mapping(p)) if isinstance(p, str) else p
         if not entry.name and not entry.path:
             raise ConfigError(f"{source}: prompt_sets[{i}]: give a built-in 'name' or a 'path' to a JSONL/Parquet file")
         name = entry.name or Path(entry.path).stem

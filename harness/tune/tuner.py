@@ -38,7 +38,8 @@ from typing import Any, TextIO
 
 from harness.analysis.leaderboard import build_leaderboard, write_leaderboard
 from harness.analysis.stats import metric_ci, paired_diff_ci, per_prompt
-from harness.config import RunConfig, TuneConfig, load_yaml, parse_tune_config, resolve_config, slugify
+from harness.config import (RunConfig, TuneConfig, load_yaml, parse_tune_config, prompt_set_mapping, resolve_config,
+                            slugify)
 from harness.driver.placement import KEPT
 from harness.driver.runner import RunOutcome, run
 from harness.errors import ConfigError
@@ -97,13 +98,7 @@ def tune_id(base: dict[str, Any], tcfg: TuneConfig) -> str:
 
 
 def split_prompt_sets(base: dict[str, Any], split: str, dev_fraction: float) -> list[Any]:
-    out = []
-    for p in base["prompt_sets"]:
-        entry = {"name": p} if isinstance(p, str) else dict(p)
-        if isinstance(p, str) and (p.endswith((".jsonl", ".parquet", ".json")) or "/" in p):
-            entry = {"path": p}
-        out.append({**entry, "split": split, "dev_fraction": dev_fraction})
-    return out
+    return [{**prompt_set_mapping(p), "split": split, "dev_fraction": dev_fraction} for p in base["prompt_sets"]]
 
 
 def _run_config(base: dict[str, Any], tcfg: TuneConfig, split: str, strategies: list[dict[str, Any]],
@@ -261,10 +256,9 @@ def _write_state(tune_dir: Path, tid: str, tcfg: TuneConfig, trials, best, test)
     write_json_atomic(tune_dir / "tune.json", state)
 
 
-def _paired_lines(tcfg: TuneConfig, test: RunOutcome) -> list[str]:
+def _paired_lines(tcfg: TuneConfig, df: Any) -> list[str]:
     if tcfg.baseline is None:
         return []
-    df = read_samples(test.run_dir)
     base = df[df["strategy_label"] == tcfg.baseline]
     if base.empty:
         return [f"The baseline {tcfg.baseline} did not reach the test run."]
@@ -291,8 +285,8 @@ def _write_summary(tune_dir: Path, tcfg: TuneConfig, trials, best, test) -> None
             test_cell = f"{ci.mean:.3f} [{ci.low:.3f}, {ci.high:.3f}]"
         lines.append(f"| {key} | {len(ts)} | {'' if b is None else f'{b.value:.3f}'} | "
                      f"{'' if b is None else json.dumps(b.params, sort_keys=True)} | {test_cell} |")
-    if test is not None:
-        lines += [""] + _paired_lines(tcfg, test)
+    if df is not None:
+        lines += [""] + _paired_lines(tcfg, df)
     plots = _sensitivity_plots(tune_dir, tcfg, trials)
     if plots:
         lines += ["", "## Sensitivity (dev trials; red: infeasible)", ""] + [f"![{p.stem}](sensitivity/{p.name})"
