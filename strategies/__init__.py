@@ -34,6 +34,7 @@ BUILTINS = {
     "mirostat": "strategies.stepwise:Mirostat",
     "dynamic_top_p": "strategies.stepwise:DynamicTopP",
     "wsp": "strategies.wsp:WSP",
+    "wsp_guarded": "strategies.wsp:GuardedWSP",
 }
 for _name, _ref in BUILTINS.items():
     STRATEGIES.register(_name, _ref)

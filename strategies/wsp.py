@@ -123,7 +123,7 @@ class WSP(StepwiseStrategy):
             batch: list[list[int]] = []
             owners: list[tuple[int, int]] = []  # (plan index, candidate index)
             for s in live:
-                ids, lqs = candidates(s.q, k)
+                ids, lqs = self._candidates(s, k)
                 plan.append((s, ids, lqs))
                 base = s.ids
                 for j, c in enumerate(ids):
@@ -139,18 +139,83 @@ class WSP(StepwiseStrategy):
                 ns = [looks[pi][j].nucleus_size if j in looks[pi] else 1 for j in range(len(ids))]
                 sc = scores(lqs, ns, p.weight)
                 i = choose(ids, lqs, sc, p.mode, p.temperature, s.rng)
+                rank = list(s.q.token_ids).index(ids[i]) + 1  # in q: the guarded variant's candidates may skip some
                 s.q = looks[pi].get(i)
-                s.push(ids[i], {"token_id": ids[i], "logprob": float(lqs[i]), "rank": i + 1, "candidates": len(ids),
+                s.push(ids[i], {"token_id": ids[i], "logprob": float(lqs[i]), "rank": rank, "candidates": len(ids),
                                 "n_chosen": int(ns[i]), "n_min": int(min(ns)), "n_max": int(max(ns)),
                                 "score": float(sc[i])}, stops)
             live = [s for s in live if s.finish is None]
         return [self._decoded(s) for s in seqs]
 
-    @staticmethod
-    def _decoded(s: SeqState) -> Decoded:
+    def _candidates(self, s: SeqState, k: int) -> tuple[list[int], list[float]]:
+        return candidates(s.q, k)
+
+    def _metrics(self, s: SeqState) -> dict[str, float | None]:
         st = s.steps
-        return s.decoded({
+        return {
             "mean_log_possibilities": float(np.mean([math.log(x["n_chosen"]) for x in st])) if st else None,
             "left_greedy_share": float(np.mean([x["rank"] != 1 for x in st])) if st else None,
             "mean_candidates": float(np.mean([x["candidates"] for x in st])) if st else None,
-        })
+        }
+
+    def _decoded(self, s: SeqState) -> Decoded:
+        return s.decoded(self._metrics(s))
+
+
+@dataclass(frozen=True)
+class GuardedWSPParams(WSPParams):
+    guard_n: int = param(3, "n of the repetition guard: no candidate may repeat an n-gram the sample already has")
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("guard_n", self.guard_n, 1, None, integer=True)
+
+
+def repeats_ngram(generated: Sequence[int], token: int, n: int) -> bool:
+    """True when generated + [token] ends in an n-gram that ``generated`` already contains."""
+    if len(generated) < n - 1:
+        return False
+    tail = tuple(generated[len(generated) - n + 1:]) + (token,)
+    return any(tuple(generated[i:i + n]) == tail for i in range(len(generated) - n + 1))
+
+
+class GuardedWSP(WSP):
+    """WSP with a repetition guard: WSP's rule, on a candidate set that never repeats itself.
+
+    The guard: a candidate c that would complete an n-gram (n = ``guard_n``) the sample's
+    generated tokens already contain is dropped from WSP's candidates. When every
+    nucleus-head candidate would repeat, the candidates become the tokens of q's top K that
+    do not (q-descending): a low-entropy loop is where the nucleus holds one token, so the
+    guard must be able to leave the nucleus. When all K repeat, WSP's own candidates stand:
+    the guard never ends or stalls a sample. Scores, choice and cost are WSP's; each
+    lookahead is for a candidate actually scored.
+    """
+
+    name = "wsp_guarded"
+    description = "WSP with a repetition guard: candidates that would repeat an n-gram of the sample are dropped."
+    Params = GuardedWSPParams
+    sample_columns = WSP.sample_columns + (
+        Column("guard_share", "float64", description="share of steps where the repetition guard changed the candidates",
+               leaderboard=False),
+    )
+
+    def _candidates(self, s: SeqState, k: int) -> tuple[list[int], list[float]]:
+        ids, lqs = candidates(s.q, k)
+        n = self.params.guard_n  # type: ignore[attr-defined]
+        keep = [j for j, c in enumerate(ids) if not repeats_ngram(s.gen, c, n)]
+        if len(keep) < len(ids):
+            if not keep:  # leave the nucleus: q's top K, in q order, without the repeating ones
+                top = list(zip(s.q.token_ids[:k], s.q.logprobs[:k]))
+                fresh = [(c, lq) for c, lq in top if not repeats_ngram(s.gen, c, n)]
+                if not fresh:
+                    return ids, lqs
+                s.state = (s.state or 0) + 1
+                return [c for c, _ in fresh], [float(lq) for _, lq in fresh]
+            s.state = (s.state or 0) + 1
+            return [ids[j] for j in keep], [lqs[j] for j in keep]
+        return ids, lqs
+
+    def _metrics(self, s: SeqState) -> dict[str, float | None]:
+        out = super()._metrics(s)
+        out["guard_share"] = (s.state or 0) / len(s.steps) if s.steps else None
+        return out

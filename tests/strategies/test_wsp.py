@@ -9,7 +9,7 @@ import pytest
 
 from harness.errors import ParamError
 from strategies.base import Stops
-from strategies.wsp import WSP, WSPParams, choose, scores
+from strategies.wsp import WSP, GuardedWSP, GuardedWSPParams, WSPParams, choose, repeats_ngram, scores
 from tests.fakes.toy_engine import (
     EOS,
     ToyEngine,
@@ -177,3 +177,55 @@ def test_driver_stop_strings_cut_completion():
     row = {"seed": 0, "prompt_id": "x"}
     run_stepwise(eng, unit, WSP(), [(row, [4])])
     assert row["finish_reason"] == "stop" and row["completion_tokens"] == 2 and row["completion"] == ""
+
+
+# ---- the guarded variant ------------------------------------------------------------------
+
+def loop_engine(v: int = 40):
+    """A low-entropy loop: after any sequence the model puts 0.97 on (last token + 1) % 3, so
+    plain WSP (and greedy) cycle 0 1 2 0 1 2 ...; the other tokens share the rest, the
+    next-most-likely being 20 + the last token."""
+    def fn(seq):
+        p = np.full(v, 0.0)
+        last = seq[-1] % 20
+        p[(last + 1) % 3] = 0.97
+        p[20 + last] = 0.02
+        rest = [t for t in range(v) if p[t] == 0.0 and t != v - 1]
+        p[rest] = 0.01 / len(rest)
+        return np.log(p + 1e-30)
+    return ToyEngine(fn, vocab=v, eos=v - 1)
+
+
+def test_repeats_ngram():
+    assert repeats_ngram([1, 2, 3, 1, 2], 3, 3) and not repeats_ngram([1, 2, 3, 1, 2], 4, 3)
+    assert not repeats_ngram([1], 1, 3) and repeats_ngram([5, 5], 5, 2) and repeats_ngram([7], 7, 1)
+
+
+def test_guard_breaks_a_low_entropy_loop_and_plain_wsp_loops():
+    prompts, n = ((0,),), 3
+    plain = run(loop_engine(), {"top_p": 0.9, "max_candidates": 4}, prompts=prompts, max_tokens=12, stop=False)[0]
+    assert plain.token_ids == [1, 2, 0] * 4  # the loop
+    eng = loop_engine()
+    guarded = GuardedWSP(GuardedWSPParams(top_p=0.9, max_candidates=4, guard_n=n)).decode(
+        eng, [[0]], seeds=[0], stops=Stops(12, frozenset()))[0]
+    ids = guarded.token_ids
+    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    assert len(grams) == len(set(grams))  # no n-gram of the sample repeats
+    assert guarded.metrics["guard_share"] > 0 and guarded.metrics["left_greedy_share"] > 0
+    # every chosen token that left the nucleus is a top-K token of its step (the guard stays in q's head)
+    seq = [0]
+    for t in ids:
+        assert t in np.argsort(-eng.fn(tuple(seq)))[:4]
+        seq.append(t)
+
+
+def test_guard_keeps_plain_wsp_when_nothing_repeats():
+    eng = random_engine(3)
+    prompts = ((1, 2), (3,))
+    plain = run(eng, {"max_candidates": 4}, prompts=prompts, max_tokens=6, stop=False)
+    guarded = GuardedWSP(GuardedWSPParams(max_candidates=4, guard_n=6)).decode(
+        eng, [list(p) for p in prompts], seeds=[0, 0], stops=Stops(6, frozenset()))
+    assert [d.token_ids for d in guarded] == [d.token_ids for d in plain]  # no 6-gram can repeat in 6 tokens
+    assert all(d.metrics["guard_share"] == 0 for d in guarded)
+    with pytest.raises(ParamError, match="guard_n"):
+        GuardedWSPParams(guard_n=0).validate()
