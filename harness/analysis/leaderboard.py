@@ -386,7 +386,9 @@ td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px soli
 figure{margin:1em 0}figcaption{font-size:13px;color:#555}"""
 
 
-def to_html(lb: Leaderboard) -> str:
+def to_html(lb: Leaderboard, figures: Sequence[tuple[str, str]] = (), figures_heading: str = "") -> str:
+    """The page; ``figures`` (title, base64 PNG) are added under ``figures_heading`` after the
+    models (the tune's sensitivity plots)."""
     pct = int(round(lb.confidence * 100))
     parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
              "<link rel=\"icon\" href=\"data:,\">", "<title>deceval leaderboard</title>",
@@ -400,13 +402,19 @@ def to_html(lb: Leaderboard) -> str:
         for title, b64 in plots(lb, model):
             parts.append(f"<figure><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{b64}\">"
                          f"<figcaption>{html.escape(title)}</figcaption></figure>")
+    if figures:
+        parts.append(f"<h2>{html.escape(figures_heading or 'Figures')}</h2>")
+    for title, b64 in figures:
+        parts.append(f"<figure><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{b64}\">"
+                     f"<figcaption>{html.escape(title)}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def write_leaderboard(lb: Leaderboard, out_dir: Path | str, html_page: bool = True) -> dict[str, Path]:
+def write_leaderboard(lb: Leaderboard, out_dir: Path | str, html_page: bool = True,
+                      figures: Sequence[tuple[str, str]] = (), figures_heading: str = "") -> dict[str, Path]:
     """Write leaderboard.md, leaderboard.csv (the long table, formula-safe: ``csv_safe``) and
-    leaderboard.html into out_dir."""
+    leaderboard.html (with ``figures`` after the models, see ``to_html``) into out_dir."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "leaderboard.md", "csv": out / "leaderboard.csv"}
@@ -414,5 +422,5 @@ def write_leaderboard(lb: Leaderboard, out_dir: Path | str, html_page: bool = Tr
     csv_safe(lb.table).to_csv(paths["csv"], index=False)
     if html_page:
         paths["html"] = out / "leaderboard.html"
-        paths["html"].write_text(to_html(lb))
+        paths["html"].write_text(to_html(lb, figures, figures_heading))
     return paths

@@ -24,6 +24,7 @@ stopped. Everything is in ``tune.json``.
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import io
@@ -167,7 +168,9 @@ def budget(tcfg: TuneConfig, fam: Any) -> int:
 
 
 def run_tune(base: dict[str, Any], tcfg: TuneConfig, source: str, *, out: TextIO = sys.stdout,
-             progress: bool = True, address: str | None = None) -> TuneOutcome:
+             progress: bool = True, address: str | None = None, release: bool = True) -> TuneOutcome:
+    """Run (or resume) the tune; ``release=False`` keeps the engines loaded for the caller's
+    next run (a study runs several tunes on one model)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -211,9 +214,16 @@ def run_tune(base: dict[str, Any], tcfg: TuneConfig, source: str, *, out: TextIO
         best = {f.key: best_trial(trials[f.key], direction) for f in tcfg.families}
         test = _run_test(base, tcfg, source, tune_dir, best, out=out, progress=progress, address=address)
     finally:
-        KEPT.release()
+        if release:
+            KEPT.release()
+    plots = _sensitivity_plots(tune_dir, tcfg, trials)
+    if test is not None:
+        figures = [(f"{p.stem}: {tcfg.objective} on the dev trials (red: infeasible)",
+                    base64.b64encode(p.read_bytes()).decode()) for p in plots]
+        write_leaderboard(build_leaderboard([test.run_dir]), tune_dir / "leaderboard", html_page=True,
+                          figures=figures, figures_heading="Sensitivity: the objective against each searched parameter")
     _write_state(tune_dir, tid, tcfg, trials, best, test)
-    _write_summary(tune_dir, tcfg, trials, best, test)
+    _write_summary(tune_dir, tcfg, trials, best, test, plots)
     return TuneOutcome(tid, tune_dir, trials, best, rounds, test)
 
 
@@ -236,10 +246,7 @@ def _run_test(base, tcfg, source, tune_dir, best, *, out, progress, address) -> 
     cfg = _run_config(base, tcfg, "test", strategies, tune_dir, "test", source)
     print(f"tune: the best of {len(chosen)} famil{'y' if len(chosen) == 1 else 'ies'} on the test split", file=out,
           flush=True)
-    outcome = run(cfg, address=address, out=out, progress=progress, keep_engines=True)
-    lb = build_leaderboard([outcome.run_dir])
-    write_leaderboard(lb, tune_dir / "leaderboard", html_page=True)
-    return outcome
+    return run(cfg, address=address, out=out, progress=progress, keep_engines=True)
 
 
 def _write_state(tune_dir: Path, tid: str, tcfg: TuneConfig, trials, best, test) -> None:
@@ -270,7 +277,7 @@ def _paired_lines(tcfg: TuneConfig, df: Any) -> list[str]:
     return lines
 
 
-def _write_summary(tune_dir: Path, tcfg: TuneConfig, trials, best, test) -> None:
+def _write_summary(tune_dir: Path, tcfg: TuneConfig, trials, best, test, plots: list[Path]) -> None:
     lines = [f"# Tune: {tcfg.objective} ({'higher' if tcfg.direction == 'maximize' else 'lower'} is better)", "",
              f"Budget: {tcfg.trials} trial(s) per family on the dev split ({tcfg.dev_fraction:g} of the prompts); "
              f"the best of each family on the test split.", "",
@@ -287,7 +294,6 @@ def _write_summary(tune_dir: Path, tcfg: TuneConfig, trials, best, test) -> None
                      f"{'' if b is None else json.dumps(b.params, sort_keys=True)} | {test_cell} |")
     if df is not None:
         lines += [""] + _paired_lines(tcfg, df)
-    plots = _sensitivity_plots(tune_dir, tcfg, trials)
     if plots:
         lines += ["", "## Sensitivity (dev trials; red: infeasible)", ""] + [f"![{p.stem}](sensitivity/{p.name})"
                                                                           for p in plots]

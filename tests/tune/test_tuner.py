@@ -68,6 +68,13 @@ def test_a_tune_runs_equal_budgets_on_dev_and_the_best_on_test(tmp_path, toy_act
     summary = (res.tune_dir / "tune.md").read_text()
     assert "| wsp-grid | 2 |" in summary and "against `typical`" in summary
     assert (res.tune_dir / "leaderboard").is_dir() and state["status"] == "complete"
+    # the sensitivity plots: PNGs linked from tune.md and embedded in the leaderboard's HTML page
+    pngs = sorted(p.name for p in (res.tune_dir / "sensitivity").glob("*.png"))
+    assert pngs == ["typical-typical_p.png", "wsp-grid-max_candidates.png", "wsp-max_candidates.png"]
+    page = (res.tune_dir / "leaderboard" / "leaderboard.html").read_text()
+    assert "Sensitivity" in page and page.count("<img") >= len(pngs) + 1
+    assert all(f"alt=\"{n[:-4]}: computed_per_generated" in page for n in pngs)
+    assert all(f"(sensitivity/{n})" in summary for n in pngs)
 
 
 def test_an_interrupted_tune_resumes_without_rerunning_finished_trials(tmp_path, toy_actors, monkeypatch):
