@@ -2,7 +2,7 @@
 
 One module per command group: :mod:`.run` (run, validate), :mod:`.catalogue` (strategies,
 models, prompts), :mod:`.doctor`, :mod:`.reports` (leaderboard, compare, metrics) and
-:mod:`.cluster` (submit) and :mod:`.tune`. Heavy libraries (vllm, torch, ray) load only when a command
+:mod:`.cluster` (submit), :mod:`.tune` and :mod:`.probe`. Heavy libraries (vllm, torch, ray) load only when a command
 needs them, so ``--help`` and config validation start in a fraction of a second.
 """
 
@@ -14,6 +14,7 @@ import sys
 from harness.cli.catalogue import add_catalogue_commands
 from harness.cli.cluster import add_cluster_commands
 from harness.cli.doctor import add_doctor_command
+from harness.cli.probe import add_probe_commands
 from harness.cli.reports import add_report_commands
 from harness.cli.run import add_run_commands
 from harness.cli.tune import add_tune_command
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_commands(sub)
     add_cluster_commands(sub)
     add_tune_command(sub)
+    add_probe_commands(sub)
     return p
 
 
