@@ -2,7 +2,7 @@
 
 One module per command group: :mod:`.run` (run, validate), :mod:`.catalogue` (strategies,
 models, prompts), :mod:`.doctor`, :mod:`.reports` (leaderboard, compare, metrics) and
-:mod:`.cluster` (submit), :mod:`.tune` and :mod:`.probe`. Heavy libraries (vllm, torch, ray) load only when a command
+:mod:`.cluster` (submit), :mod:`.tune`, :mod:`.probe` and :mod:`.study`. Heavy libraries (vllm, torch, ray) load only when a command
 needs them, so ``--help`` and config validation start in a fraction of a second.
 """
 
@@ -17,6 +17,7 @@ from harness.cli.doctor import add_doctor_command
 from harness.cli.probe import add_probe_commands
 from harness.cli.reports import add_report_commands
 from harness.cli.run import add_run_commands
+from harness.cli.study import add_study_command
 from harness.cli.tune import add_tune_command
 from harness.errors import DecevalError
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cluster_commands(sub)
     add_tune_command(sub)
     add_probe_commands(sub)
+    add_study_command(sub)
     return p
 
 

@@ -81,6 +81,7 @@ class ProbeResult:
     effective_ci: tuple[float, float]     # inf: beyond the largest k
     seed_lengths: dict[str, float]        # "m=1" -> n ln(m h) / ln V
     texts: list[str] = field(default_factory=list)
+    reused: bool = False                  # read back from an earlier run of the same probe
 
     def as_dict(self) -> dict[str, Any]:
         return {"config": {**asdict(self.config), "ks": list(self.config.ks)}, "curve": self.curve,
@@ -165,18 +166,26 @@ def seed_lengths(architecture: dict[str, Any]) -> dict[str, float]:
 
 
 class DistributionSource:
-    """Next-token log-distributions of a prepared model folder, in float32 on the CPU."""
+    """Next-token log-distributions of a prepared model folder, in float32 on the CPU (the
+    weights load on the first request: a probe found finished needs the tokenizer only)."""
 
     def __init__(self, folder: Path, batch_tokens: int) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        self.torch = torch
+        self.folder = folder
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-        self.model.eval()
         self.prefix = list(self.tokenizer("")["input_ids"])  # what the tokenizer puts before every text (BOS)
         self.batch_tokens = batch_tokens
+        self._model: Any = None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            self._model = AutoModelForCausalLM.from_pretrained(str(self.folder), dtype=torch.float32).eval()
+        return self._model
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -184,7 +193,8 @@ class DistributionSource:
     def last_logprobs(self, windows: list[list[int]], keep: int = 1) -> np.ndarray:
         """Log-softmax at the last ``keep`` positions of each (equal-length) window:
         windows x keep x vocabulary, float32."""
-        torch = self.torch
+        import torch
+
         out = []
         step = max(1, self.batch_tokens // max(1, len(windows[0])))
         with torch.inference_mode():
@@ -234,6 +244,11 @@ def run_probe(cfg: ProbeConfig, out_root: Path | str = "reports", *, log: Any = 
     root = Path(out_root)
     out_dir = inside(root, root / f"probe-dependency-{spec.name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    done = _finished(out_dir, cfg, [t for t, _ in chosen])
+    if done is not None:
+        log(f"probe dependency {spec.name}: finished before ({out_dir / 'probe.json'}: same config and texts); "
+            f"not measured again")
+        return done
     log(f"probe dependency {spec.name}: {len(chosen)} texts x {cfg.positions} positions, k in {list(cfg.ks)}")
     per_text = measure(src, [ids for _, ids in chosen], cfg)
     rows = [{"model": spec.name, "text_id": tid, "k": int(k), "kl": float(per_text[i, j])}
@@ -252,6 +267,22 @@ def run_probe(cfg: ProbeConfig, out_root: Path | str = "reports", *, log: Any = 
     (out_dir / "probe.md").write_text(to_markdown(res), encoding="utf-8")
     plot_curve(res, out_dir / "curve.png")
     return res
+
+
+def _finished(out_dir: Path, cfg: ProbeConfig, texts: list[str]) -> ProbeResult | None:
+    """The result in ``out_dir`` when probe.json is whole, for this config and these texts,
+    and its Parquet files are there; else None (the probe runs again)."""
+    try:
+        state = json.loads((out_dir / "probe.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    want = {**asdict(cfg), "ks": list(cfg.ks)}
+    if state.get("config") != want or state.get("texts") != texts or len(state.get("curve") or []) != len(cfg.ks) \
+            or not all((out_dir / f).is_file() for f in ("per_text.parquet", "curve.parquet")):
+        return None
+    lo, hi = (float(x) for x in state["effective_length_ci"])
+    return ProbeResult(cfg, out_dir, state["curve"], state["effective_length"], (lo, hi),
+                       state["seed_dependency_length"], texts, reused=True)
 
 
 def effective_line(res: ProbeResult) -> str:
