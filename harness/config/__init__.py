@@ -19,6 +19,7 @@ from harness.config.resolve import (
                                     load_config,
                                     planned_rows,
                                     prompt_set_mapping,
+                                    reject_other_kind,
                                     resolve_config,
 )
 from harness.config.schema import (
@@ -53,6 +54,6 @@ __all__ = [
     "MAX_SAMPLES_PER_PROMPT", "MAX_SHARD_SIZE", "MAX_STRATEGY_CONFIGS", "MAX_YAML_DEPTH", "MAX_YAML_NODES",
     "ModelConfig", "PromptSetConfig", "RUN_ID_PATTERN", "RawConfig", "RunConfig", "StrategyConfig",
     "YAMLLimitError", "check_metric_plugins", "check_planned_rows", "check_run_id", "expand_strategy",
-    "load_config", "load_gate_config", "load_yaml", "parse_gate_config", "planned_rows", "prompt_set_mapping", "resolve_config",
+    "load_config", "load_gate_config", "load_yaml", "parse_gate_config", "planned_rows", "prompt_set_mapping", "reject_other_kind", "resolve_config",
     "slugify", "stable_hash",
 ]

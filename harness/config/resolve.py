@@ -263,6 +263,17 @@ def check_planned_rows(cfg: RunConfig, n_prompts: int, force: bool = False) -> i
     return rows
 
 
+def reject_other_kind(raw: dict[str, Any], source: str, command: str) -> None:
+    """A study file or a tune config given to the wrong command: one line naming the right one."""
+    if "parts" in raw and "claims" in raw:
+        if command != "study":
+            raise ConfigError(f"{source}: a study file (it has 'parts:' and 'claims:'); run it with 'deceval study "
+                              f"{source}', or check it with 'deceval study {source} --dry-run'")
+    elif "tune" in raw and command == "run":
+        raise ConfigError(f"{source}: a tune config (it has a 'tune:' section); run it with 'deceval tune {source}', "
+                          f"or check it with 'deceval tune {source} --dry-run'")
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read, validate and resolve a run config. Raises ConfigError with a fixable message."""
     path = Path(path)
@@ -273,9 +284,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level (models:, prompt_sets:, strategies:), "
                           f"got {type(raw).__name__}")
-    if "tune" in raw:
-        raise ConfigError(f"{source}: a tune config (it has a 'tune:' section); run it with 'deceval tune {source}', "
-                          f"or check it with 'deceval tune {source} --dry-run'")
+    reject_other_kind(raw, source, "run")
     if overrides:
         raw = {**raw, **overrides}
     return resolve_config(raw, source)

@@ -39,8 +39,8 @@ from typing import Any, TextIO
 
 from harness.analysis.leaderboard import build_leaderboard, write_leaderboard
 from harness.analysis.stats import metric_ci, paired_diff_ci, per_prompt
-from harness.config import (RunConfig, TuneConfig, load_yaml, parse_tune_config, prompt_set_mapping, resolve_config,
-                            slugify)
+from harness.config import (RunConfig, TuneConfig, load_yaml, parse_tune_config, prompt_set_mapping, reject_other_kind,
+                            resolve_config, slugify)
 from harness.driver.placement import KEPT
 from harness.driver.runner import RunOutcome, run
 from harness.errors import ConfigError
@@ -80,6 +80,8 @@ def load_tune_config(path: str | Path) -> tuple[dict[str, Any], TuneConfig, str]
     """(the run part of the config, its tune section, the source name)."""
     source = str(path)
     raw = load_yaml(Path(path))
+    if isinstance(raw, dict):
+        reject_other_kind(raw, source, "tune")
     if not isinstance(raw, dict) or "tune" not in raw:
         raise ConfigError(f"{source}: a tune config has a 'tune:' section (objective, trials, families); see "
                           f"configs/tune-quick.yaml")

@@ -141,6 +141,14 @@ def test_config_hash_ignores_output_dir(tmp_path):
 def test_shipped_configs_validate():
     root = Path(__file__).resolve().parents[2] / "configs"
     for path in sorted(root.glob("*.yaml")):
+        if "claims:" in path.read_text():
+            from harness.study import load_study_config
+            from harness.tune import load_tune_config
+            assert load_study_config(path).claims, path
+            for load in (load_config, load_tune_config):
+                with pytest.raises(ConfigError, match="a study file"):
+                    load(path)
+            continue
         if "tune:" in path.read_text():
             from harness.tune import load_tune_config
             assert load_tune_config(path)[1].families, path

@@ -122,3 +122,12 @@ def test_real_probe_on_smollm2_writes_parquet_json_and_plot(tmp_path, smollm2_pa
     assert probe["architecture"]["vocab_size"] == 49152 and set(probe["seed_dependency_length"]) == {"m=1", "m=2", "m=4"}
     assert (out / "curve.png").stat().st_size > 1000 and "effective length" in (out / "probe.md").read_text()
     assert "effective length" in capsys.readouterr().out
+    # the same probe again: read back (its files are checked), not measured again
+    before = (out / "per_text.parquet").stat().st_mtime_ns
+    assert main(["probe", "dependency", "smollm2-135m", "--n-texts", "3", "--context", "48", "--positions", "2",
+                 "--ks", "1,8,32", "--n-boot", "200", "--output-dir", str(tmp_path)]) == 0
+    assert "not measured again" in capsys.readouterr().out and (out / "per_text.parquet").stat().st_mtime_ns == before
+    (out / "curve.parquet").unlink()  # a probe missing a file runs again
+    assert main(["probe", "dependency", "smollm2-135m", "--n-texts", "3", "--context", "48", "--positions", "2",
+                 "--ks", "1,8,32", "--n-boot", "200", "--output-dir", str(tmp_path)]) == 0
+    assert "not measured again" not in capsys.readouterr().out and (out / "curve.parquet").is_file()
