@@ -229,3 +229,20 @@ def test_a_study_runs_decides_and_resumes_after_a_crash(toy_study, monkeypatch, 
     again = run_study(cfg, out=io.StringIO(), progress=False)
     assert [c["verdict"] for c in again.results["claims"]] == [c["verdict"] for c in res["claims"]]
     assert again.results["stages"]["smollm2-135m/p"] == res["stages"]["smollm2-135m/p"]
+
+
+def test_report_only_rewrites_the_report_from_study_json(tmp_path, capsys):
+    f = tmp_path / "toy.yaml"
+    f.write_text(yaml.safe_dump({**TOY, "output": {"dir": str(tmp_path / "out")}}))
+    assert main(["study", str(f), "--report-only"]) == 2
+    assert "no readable" in capsys.readouterr().err
+    study_dir = tmp_path / "out" / "toy"
+    (study_dir / "figures").mkdir(parents=True)
+    (study_dir / "figures" / "probe-m.png").write_bytes(b"\x89PNG fake")
+    (study_dir / "study.json").write_text(json.dumps(results_fixture()))
+    doc = tmp_path / "docs" / "toy-study.md"
+    assert main(["study", str(f), "--report-only", "--doc", str(doc)]) == 0
+    assert "(a) supported: A beats B" in capsys.readouterr().out
+    assert "(toy-study/probe-m.png)" in doc.read_text() and (doc.parent / "toy-study" / "probe-m.png").is_file()
+    assert (study_dir / "study.md").read_text().count("(figures/") >= 2
+    assert main(["study", str(f), "--report-only", "--doc", str(tmp_path / "x.txt")]) == 2
