@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.analysis.leaderboard import md_escape
 from harness.study.runner import MIN_PAIRS
+from harness.tune.tuner import TPE_STARTUP_TRIALS
 
 SIGN_WORDS = {"+": "as claimed", "-": "against the claim", "0": "no clear difference"}
 
@@ -48,8 +49,10 @@ def _claim_section(c: dict[str, Any], results: dict[str, Any]) -> list[str]:
             lo, hi = p["effective_length_ci"]
             seeds = ", ".join(f"{v:.1f}" for v in p["seed_dependency_length"].values())
             word = "overlaps the seed's range" if r["sign"] == "+" else "outside the seed's range"
+            at = _kl_at(p["curve"], p["seed_dependency_length"]["m=2"])
             out.append(f"| {r['model']} | {_len(p['effective_length'], largest)} [{_len(lo, largest)}, "
-                       f"{_len(hi, largest)}] | {seeds} | {word} |")
+                       f"{_len(hi, largest)}] | {seeds} | {word}; at k = {at['k']} (nearest to m=2) the mean KL is "
+                       f"{at['mean_kl']:.3f} nats |")
         return out + [""]
     out += ["| model | test | treatment - control | 95% CI | prompts | |", "| --- | --- | ---: | --- | ---: | --- |"]
     for r in c["rows"]:
@@ -85,13 +88,43 @@ def _dir(table: list[dict[str, Any]], metric: str) -> str:
     return next((r["direction"] for r in table if r["metric"] == metric), "none")
 
 
+def _value(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _searched(space: Any) -> str:
+    if isinstance(space, list):
+        return "{" + ", ".join(_value(v) for v in space) + "}"
+    return f"[{_value(space['low'])}, {_value(space['high'])}]" + (" (log)" if space.get("log") else "")
+
+
 def _tuned(entry: dict[str, Any]) -> list[str]:
     lines = ["| family | searched | trials | best dev value | chosen parameters |", "| --- | --- | ---: | ---: | --- |"]
     for key, f in entry["families"].items():
-        searched = ", ".join(f"{n} in {json.dumps(s)}" for n, s in f["searched"].items()) or "nothing"
+        searched = ", ".join(f"{n} in {_searched(s)}" for n, s in f["searched"].items()) or "nothing"
+        best = f["best_params"]
+        chosen = "no feasible trial" if best is None else (", ".join(f"{k}={_value(v)}" for k, v in sorted(best.items()))
+                                                          or "(none)")
         lines.append(f"| {key} | {md_escape(searched)} | {len(f['trials'])} | {_num(f['best_dev_value'])} | "
-                     f"{md_escape(json.dumps(f['best_params'], sort_keys=True)) if f['best_params'] is not None else 'no feasible trial'} |")
+                     f"{md_escape(chosen)} |")
     return lines
+
+
+def _ranks_last(entry: dict[str, Any], family: str) -> list[str]:
+    """The metrics of a part's test leaderboard on which ``family`` ranks last."""
+    out = []
+    for m in dict.fromkeys(r["metric"] for r in entry["leaderboard"]):
+        ranked = [r for r in entry["leaderboard"] if r["metric"] == m and r.get("rank") is not None]
+        mine = next((r for r in ranked if r["strategy"] == family), None)
+        if mine and len(ranked) > 1 and mine["rank"] == max(r["rank"] for r in ranked) \
+                and sum(r["rank"] == mine["rank"] for r in ranked) == 1:
+            out.append(f"{m} ({_num(mine['mean'])})")
+    return out
+
+
+def _kl_at(curve: list[dict[str, Any]], length: float) -> dict[str, Any]:
+    """The measured point whose k is nearest to ``length``."""
+    return min(curve, key=lambda c: (abs(c["k"] - length), c["k"]))
 
 
 def to_markdown(results: dict[str, Any], figures: str = "figures") -> str:
@@ -118,7 +151,8 @@ def to_markdown(results: dict[str, Any], figures: str = "figures") -> str:
     for c in results["claims"]:
         lines += _claim_section(c, results)
     lines += ["## Dependency probe", ""]
-    for model, p in results["probes"].items():
+    for model in [m for m in results["models"] if m in results["probes"]]:
+        p = results["probes"][model]
         cfg = p["config"]
         lines += [f"### {model}", "",
                   f"Mean KL(p(. | full context) || p(. | last k tokens)) over {len(p['texts'])} held-out texts "
@@ -132,7 +166,8 @@ def to_markdown(results: dict[str, Any], figures: str = "figures") -> str:
                       + ", ".join(f"{m}: {v:.2f}" for m, v in p["seed_dependency_length"].items()) + ".", ""]
         if p.get("figure"):
             lines += [f"![{model}: KL against k]({figures}/{p['figure']})", ""]
-    for key, entry in results["tunes"].items():
+    order = [f"{m}/{p}" for m in results["models"] for p in results["parts"]]
+    for key, entry in sorted(results["tunes"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99):
         metrics = [entry["objective"]] + [m for m in results["parts"][entry["part"]].get("metrics", [])
                                           if m != entry["objective"]]
         cons = ", ".join(f"{c['metric']} {'>= ' + _num(c['min']) if c['min'] is not None else ''}"
@@ -140,8 +175,20 @@ def to_markdown(results: dict[str, Any], figures: str = "figures") -> str:
         lines += [f"## {entry['model']}: {entry['part']}", "",
                   f"Objective {entry['objective']} ({'higher' if entry['direction'] == 'maximize' else 'lower'} is "
                   f"better){', constraints ' + cons if cons else ''}; budget {entry['budget']} trial(s) per family on "
-                  f"{entry.get('dev_prompts', 'n/a')} dev prompts; test split {entry.get('test_prompts', 'n/a')} prompts.",
+                  f"{entry.get('dev_prompts', 'n/a')} dev prompts; test split {entry.get('test_prompts', 'n/a')} prompts."
+                  + (f" With {entry['budget']} trials, below TPE's {TPE_STARTUP_TRIALS} seeded start-up trials, every "
+                     f"range is searched by seeded random draws (lists that fit the budget run whole): an equal-budget "
+                     f"random search." if entry["budget"] <= TPE_STARTUP_TRIALS else ""),
                   "", "### Tuned parameters", ""] + _tuned(entry)
+        ranked = sorted((r for r in entry["leaderboard"] if r["metric"] == entry["objective"]),
+                        key=lambda r: (r.get("rank") or math.inf, r["strategy"]))
+        if ranked:
+            top = [r["strategy"] for r in ranked if r.get("rank") == ranked[0].get("rank")]
+            bottom = [r["strategy"] for r in ranked if r.get("rank") == ranked[-1].get("rank")]
+            lines += ["", f"On the test split, the best {entry['objective']}: {', '.join(top)} "
+                          f"({_num(ranked[0]['mean'])} [{_num(ranked[0]['ci_low'])}, {_num(ranked[0]['ci_high'])}]); "
+                          f"the lowest-ranked: {', '.join(bottom)} ({_num(ranked[-1]['mean'])}). Ranks are by the "
+                          f"mean; the paired CIs above and in the claims say which gaps are more than noise."]
         lines += ["", "### Test-split leaderboard", "", "Mean over test prompts [95% bootstrap CI] #rank.", ""]
         lines += _leaderboard(entry, metrics) + [""]
         figs = entry.get("figures", {})
@@ -154,8 +201,9 @@ def to_markdown(results: dict[str, Any], figures: str = "figures") -> str:
         for e in entries:
             better = ", ".join(f"{b['family']} ({b['diff']:+.3f} [{b['low']:+.3f}, {b['high']:+.3f}])"
                                for b in e["better_families"])
+            last = _ranks_last(results["tunes"][f"{e['model']}/{e['part']}"], fam)
             lines.append(f"- {e['model']}, {e['part']}: families significantly better on {e['objective']}: "
-                         f"{better or 'none'}.")
+                         f"{better or 'none'}; ranks last of all families on: {', '.join(last) or 'nothing'}.")
             w = e.get("most_repetitive")
             if w and w["rep_2"] > 0:
                 lines.append(f"  Its most repetitive test completion (rep_2 {w['rep_2']:.1f}), for "

@@ -46,6 +46,10 @@ from harness.driver.runner import RunOutcome, run
 from harness.errors import ConfigError
 from harness.report import inside, read_samples, write_json_atomic
 
+#: TPE's first trials are seeded random draws (Optuna's default count, kept explicit): a budget
+#: no larger than this is a seeded random search.
+TPE_STARTUP_TRIALS = 10
+
 #: Trial values are means over dev prompts; None when no prompt was scored.
 Value = float | None
 
@@ -130,7 +134,8 @@ def _study(tcfg: TuneConfig, fam_index: int, fam: Any) -> Any:
         for point in points:
             study.enqueue_trial(dict(zip(names, point)))
         return study
-    return optuna.create_study(direction=tcfg.direction, sampler=optuna.samplers.TPESampler(seed=seed))
+    return optuna.create_study(direction=tcfg.direction,
+                               sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP_TRIALS))
 
 
 def _suggest(trial: Any, fam: Any) -> dict[str, Any]:

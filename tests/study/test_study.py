@@ -118,7 +118,10 @@ def results_fixture():
         "stages": {"m/open_ended": {"seconds": 120.0, "cpu": "CPU X, 2 cores, AVX2", "resumed": False}},
         "claims": [{"id": "a", "text": "A beats B", "verdict": "supported",
                     "rows": [{"model": "m", "part": "open_ended", "treatment": "A", "control": "B", "metric": "coherence",
-                              "expect": "higher", "diff": 0.125, "low": 0.05, "high": 0.2, "n": 16, "sign": "+"}]}],
+                              "expect": "higher", "diff": 0.125, "low": 0.05, "high": 0.2, "n": 16, "sign": "+"}]},
+                   {"id": "d", "text": "the formula", "verdict": "not supported",
+                    "rows": [{"model": "m", "sign": "-", "effective_length": 8, "effective_length_ci": [8.0, "inf"],
+                              "seed_dependency_length": {"m=1": 17.6, "m=2": 19.6, "m=4": 21.5}}]}],
         "probes": {"m": {"config": {"ks": [1, 8], "positions": 2, "context": 32, "threshold": 0.1},
                          "texts": ["t1", "t2"], "curve": [{"k": 1, "mean_kl": 2.5, "ci_low": 2.0, "ci_high": 3.0},
                                                           {"k": 8, "mean_kl": 0.05, "ci_low": 0.01, "ci_high": 0.09}],
@@ -141,7 +144,9 @@ def test_the_report_is_written_from_study_json_alone():
     assert "| (a) A beats B | supported |" in md
     assert "| m | open_ended: A vs B, coherence (higher predicted) | +0.125 | [+0.050, +0.200] | 16 | as claimed |" in md
     assert "Effective length: 8 tokens [95% CI 8, > 8]" in md and "m=2: 19.60" in md
-    assert "| A | top_p in {\"low\": 0.5, \"high\": 1.0} | 3 | 0.610 | {\"top_p\": 0.75} |" in md
+    assert "| A | top_p in [0.5, 1] | 3 | 0.610 | top_p=0.75 |" in md
+    assert "below TPE's 10 seeded start-up trials" in md  # a budget of 3 is a random search, and says so
+    assert "at k = 8 (nearest to m=2) the mean KL is 0.050 nats" in md
     assert "0.600 [0.500, 0.700] #1" in md and "(figs/sensitivity-m-open_ended.png)" in md and "figs/probe-m.png" in md
     assert "2.0 min in all on CPU X, 2 cores, AVX2" in md
     assert "`the the 'the'`" in md  # a completion never breaks out of its code span
