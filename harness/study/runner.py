@@ -158,12 +158,12 @@ def evaluate(cfg: StudyConfig, tunes: dict[tuple[str, str], TuneOutcome], probes
                 "trials": [t.as_dict() for t in oc.trials[fam.key]],
                 "best_params": None if b is None else b.params, "best_dev_value": None if b is None else b.value}
         if oc.test is not None:
-            df = read_samples(oc.test.run_dir)
+            lb = oc.leaderboard if oc.leaderboard is not None else build_leaderboard([oc.test.run_dir])
+            df = lb.samples  # the test run's rows, read once by the tune's leaderboard
             samples[key] = df
             entry["test_run"] = str(oc.test.run_dir)
             entry["test_prompts"] = int(df["prompt_id"].nunique())
             entry["dev_prompts"] = int(read_samples([r.run_dir for r in oc.rounds])["prompt_id"].nunique())
-            lb = build_leaderboard([oc.test.run_dir])
             entry["leaderboard"] = json.loads(lb.table.to_json(orient="records"))
             for title, b64 in plots(lb, model):
                 if title.startswith("Quality"):

@@ -78,6 +78,7 @@ class TuneOutcome:
     best: dict[str, Trial | None]
     rounds: list[RunOutcome]
     test: RunOutcome | None
+    leaderboard: Any = None  # the test run's Leaderboard (harness.analysis), built once here
 
 
 def load_tune_config(path: str | Path) -> tuple[dict[str, Any], TuneConfig, str]:
@@ -224,14 +225,16 @@ def run_tune(base: dict[str, Any], tcfg: TuneConfig, source: str, *, out: TextIO
         if release:
             KEPT.release()
     plots = _sensitivity_plots(tune_dir, tcfg, trials)
+    lb = None
     if test is not None:
         figures = [(f"{p.stem}: {tcfg.objective} on the dev trials (red: infeasible)",
                     base64.b64encode(p.read_bytes()).decode()) for p in plots]
-        write_leaderboard(build_leaderboard([test.run_dir]), tune_dir / "leaderboard", html_page=True,
+        lb = build_leaderboard([test.run_dir])
+        write_leaderboard(lb, tune_dir / "leaderboard", html_page=True,
                           figures=figures, figures_heading="Sensitivity: the objective against each searched parameter")
     _write_state(tune_dir, tid, tcfg, trials, best, test)
     _write_summary(tune_dir, tcfg, trials, best, test, plots)
-    return TuneOutcome(tid, tune_dir, trials, best, rounds, test)
+    return TuneOutcome(tid, tune_dir, trials, best, rounds, test, lb)
 
 
 def _violation(c: Any, value: Value) -> float:
