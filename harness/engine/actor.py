@@ -19,6 +19,10 @@ from harness.engine.worker import UnitResult, execute_unit
 from harness.plan import WorkUnit
 
 WATCH_S = 0.5
+#: What a unit records of the engine that made it (its file's metadata): who, where, in which
+#: dtype, and the engine's own costs so far (start, warm-up), which are never the unit's.
+ENGINE_INFO_KEYS = ("pid", "cpu_cores", "model_path", "dtype", "dtype_requested", "cpu", "load_seconds",
+                    "warmup_seconds", "warmups", "cache_resets")
 
 
 class EngineActor:
@@ -49,5 +53,5 @@ class EngineActor:
         if self.engine.engine_dead():  # rows made while the engine died are not the unit's rows
             raise self._engine_dead(unit)
         info = self.engine.info()
-        result.engine_info = {k: info[k] for k in ("pid", "cpu_cores", "model_path", "dtype", "dtype_requested", "cpu")}
+        result.engine_info = {k: info.get(k) for k in ENGINE_INFO_KEYS}
         return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -36,6 +36,20 @@ class GenOutput:
     error: str | None = None
     token_logprobs: list[float] | None = None  # with SamplingParams(logprobs=0): raw logprob per token
 
+
+
+@dataclass
+class WarmUpLog:
+    """An engine's work that is never a unit's: the warm-ups (harness.engine.worker.warm_up)
+    and the cache resets between units."""
+
+    seconds: float = 0.0  # warm-up seconds in all, the start-up generate included
+    count: int = 0  # warm-ups run for units
+    keys: set = field(default_factory=set)  # (strategy, stepwise, batch bucket) already warm
+    cache_resets: int = 0  # prefix + tail cache resets
+
+    def as_info(self) -> dict[str, Any]:
+        return {"warmup_seconds": round(self.seconds, 3), "warmups": self.count, "cache_resets": self.cache_resets}
 
 
 class Engine:
@@ -104,11 +118,15 @@ class Engine:
         elif isinstance(cfg_eos, (list, tuple)):
             eos.update(int(e) for e in cfg_eos)
         self.eos_token_ids = frozenset(eos)
+        self.warm = WarmUpLog()
         # The first generate pays one-off kernel and allocator set-up; pay it here, so the
         # first unit's tokens/s is not charged for it.
         from vllm import SamplingParams
+        t0 = time.perf_counter()
         self.llm.generate([{"prompt_token_ids": self.encode("Hello")}], SamplingParams(max_tokens=4, temperature=0.0),
                           use_tqdm=False)
+        self.warm.seconds += time.perf_counter() - t0
+        self.reset_caches()
 
     def _tail_cache_slots(self) -> int:
         """Ring size of the tail cache (``harness.engine.vllm_ext.tailcache``): needs prefix caching; on by
@@ -129,6 +147,15 @@ class Engine:
         if flag is not None:
             return flag not in ("0", "false", "no", "")
         return self.device == "cpu" or os.environ.get("VLLM_USE_V2_MODEL_RUNNER") == "0"
+
+    def reset_caches(self) -> None:
+        """Empty the prefix cache and the tail cache (``reset_connector``), so the next request
+        finds nothing another unit computed. vLLM refuses (returns False) while a request still
+        holds blocks; between units none does, so a refusal is an error, never ignored."""
+        if not self.llm.reset_prefix_cache(reset_connector=True):
+            raise RuntimeError("vLLM did not reset its prefix cache (blocks still held by a request); "
+                               "a unit's cost would include another unit's cached work")
+        self.warm.cache_resets += 1
 
     def close(self) -> None:
         """Stop the engine-core process now (not at interpreter exit, when logging is gone)."""
@@ -195,7 +222,7 @@ class Engine:
             "vocab_size": self.vocab_size, "eos_token_ids": sorted(self.eos_token_ids),
             "hidden_size": getattr(text_cfg, "hidden_size", None),
             "num_hidden_layers": getattr(text_cfg, "num_hidden_layers", None),
-            "load_seconds": round(self.load_seconds, 2), "vllm_version": vllm.__version__,
+            "load_seconds": round(self.load_seconds, 2), **self.warm.as_info(), "vllm_version": vllm.__version__,
             "pid": os.getpid(), "tail_cache_slots": self.tail_cache_slots,
             # What ``dtype: auto`` became, and the CPU it was decided on.
             "dtype_requested": self.options.dtype,

@@ -167,6 +167,17 @@ class TailCacheConnector(KVConnectorBase_V1):
             used += 1
         return meta
 
+    def reset_cache(self) -> bool:
+        """Forget every stored tail (scheduler side; vLLM calls it from
+        ``reset_prefix_cache(reset_connector=True)``). The ring's memory stays allocated: a
+        slot is only ever read through the table, so an empty table means no tail is reused."""
+        self._table.clear()
+        self._owner = [None] * self.slots
+        self._next = 0
+        self._matched.clear()
+        self._loads = []
+        return True
+
     def request_finished(self, request: Request, block_ids: list[int]) -> tuple[bool, dict[str, Any] | None]:
         self._reqs.pop(request.request_id, None)
         self._blocks.pop(request.request_id, None)
