@@ -26,6 +26,8 @@ class WorkUnit:
     stop: tuple[str, ...]
     #: metric names (not part of the id: metrics do not change what is generated)
     metrics: tuple[str, ...] | None = None
+    #: how many times the generation is timed (not part of the id: timing does not change what is generated)
+    timing_repeats: int = 1
 
     @property
     def relpath(self) -> str:
@@ -84,5 +86,5 @@ def make_plan(cfg: RunConfig, prompt_sets: Sequence[PromptSet]) -> list[WorkUnit
                     })[:16]
                     units.append(WorkUnit(id=uid, model=model.name, model_ref=model.ref, strategy=strategy,
                                           prompts=chunk, seed=seed, shard=index, stop=cfg.stop,
-                                          metrics=metrics))
+                                          metrics=metrics, timing_repeats=cfg.timing_repeats))
     return units

@@ -35,6 +35,7 @@ BASE_FIELDS: list[pa.Field] = [
     pa.field("completion", pa.string()), pa.field("prompt_tokens", pa.int32()),
     pa.field("completion_tokens", pa.int32()), pa.field("finish_reason", pa.string()),
     pa.field("latency_s", pa.float64()), pa.field("unit_seconds", pa.float64()),
+    pa.field("timing_runs", pa.list_(pa.float64())), pa.field("latency_runs", pa.list_(pa.float64())),
     pa.field("cached_tokens", pa.int32()), pa.field("engine_requests", pa.int32()),
     pa.field("computed_tokens", pa.int64()),
 ]

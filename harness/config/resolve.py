@@ -308,10 +308,15 @@ def resolve_config(raw: dict[str, Any], source: str = "<config>") -> RunConfig:
         raise ConfigError(f"{source}: generation.seed: expected an integer in [0, 2**63) or a non-empty list of them, "
                           f"got {str(cfg.generation.seed)[:80]}")
     _check_gates_and_metrics(cfg, source)
+    shared = [m.name for m in models if m.engine.share_prefix_cache]
+    if cfg.generation.timing_repeats > 1 and shared:
+        raise ConfigError(f"{source}: generation.timing_repeats is {cfg.generation.timing_repeats}, but model "
+                          f"{shared[0]!r} has engine.share_prefix_cache: true; timing repeats must each start from "
+                          f"the same empty cache: set timing_repeats: 1 or share_prefix_cache: false")
     return RunConfig(
         source=source, run_name=cfg.run_name, description=cfg.description, models=tuple(models),
         prompt_sets=tuple(prompt_sets), strategies=tuple(strategies), seeds=tuple(seeds),
-        stop=tuple(cfg.generation.stop), shard_size=cfg.shard_size,
+        stop=tuple(cfg.generation.stop), shard_size=cfg.shard_size, timing_repeats=cfg.generation.timing_repeats,
         metrics=tuple(cfg.metrics) if cfg.metrics is not None else None,
         output_dir=cfg.output.dir, raw=raw,
         run_id_override=None if cfg.output.run_id is None else check_run_id(cfg.output.run_id, f"{source}: output.run_id"))

@@ -27,6 +27,7 @@ MAX_PROMPT_LIMIT = 1_000_000
 MAX_SHARD_SIZE = 100_000
 MAX_REPLICAS = 256
 MAX_MODEL_LEN = 1 << 20
+MAX_TIMING_REPEATS = 20
 MAX_STRATEGY_CONFIGS = 10_000  # expanded grid points over all strategy entries
 MAX_NAME_CHARS = 100  # run_name, model names: each becomes (part of) a folder name
 #: Planned rows (prompts x strategy configs x samples x seeds x models) above this need --force.
@@ -51,6 +52,14 @@ class EngineOptions(_Strict):
     max_model_len: int = Field(2048, ge=16, le=MAX_MODEL_LEN, description="context length (prompt + completion)")
     block_size: int = Field(32, ge=16, description="KV-cache block size; a multiple of 32 on the CPU")
     enable_prefix_caching: bool = True
+    share_prefix_cache: bool = Field(
+        False, description="keep the prefix cache (and the tail cache) from one unit to the next; false (the "
+        "default): every unit starts from an empty cache, so its prompts cost it the same wherever it sits in the "
+        "plan, and cached_tokens counts only reuse inside the unit")
+    warmup_tokens: int = Field(
+        4, ge=0, le=64, description="before the first timed unit of each strategy and batch size on an engine, run "
+        "that unit's strategy on its own prompts for this many tokens, untimed (reported as the engine's warm-up); "
+        "0 turns the warm-up off")
     tail_cache_slots: int | None = Field(
         None, ge=0, description="stepwise strategies: prompt tails kept for reuse (harness.engine.vllm_ext.tailcache), one KV block "
         "of every layer each; default 512 on the CPU, 0 (off) on CUDA; 0 turns it off")
@@ -90,6 +99,9 @@ class GenerationOptions(_Strict):
     samples_per_prompt: int = Field(1, ge=1, le=MAX_SAMPLES_PER_PROMPT)
     seed: Union[int, list[int]] = 0
     stop: list[str] = Field(default_factory=list)
+    timing_repeats: int = Field(
+        1, ge=1, le=MAX_TIMING_REPEATS, description="time each unit's generation this many times (each from the same "
+        "empty cache; the rows come from the first); the cost CIs and the gate's timing comparisons need >= 2")
 
 
 class OutputOptions(_Strict):
@@ -160,6 +172,8 @@ class RunConfig:
     metrics: tuple[str, ...] | None
     output_dir: str
     run_id_override: str | None
+    #: how many times each unit's generation is timed (generation.timing_repeats)
+    timing_repeats: int = 1
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property

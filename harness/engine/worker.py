@@ -3,6 +3,8 @@ calls it in the engine's process, and tests call it directly."""
 
 from __future__ import annotations
 
+import dataclasses
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +21,16 @@ from harness.seeding import sample_seed
 class UnitResult:
     unit_id: str
     rows: list[dict[str, Any]]
+    #: the unit's generation seconds: the median of ``timing_runs``
     gen_seconds: float
     generated_tokens: int
     engine_info: dict[str, Any] = field(default_factory=dict)
+    #: seconds of each timed generation of the unit (generation.timing_repeats of them)
+    timing_runs: list[float] = field(default_factory=list)
+    #: warm-up seconds spent on the engine just before this unit (never in gen_seconds)
+    warmup_seconds: float = 0.0
+    #: whether every timed repeat produced the same completions as the first
+    repeats_agree: bool = True
 
 
 def prepare_prompts(engine: Any, unit: WorkUnit) -> list[tuple[Prompt, list[int] | None, str | None]]:
@@ -47,8 +56,56 @@ def prepare_prompts(engine: Any, unit: WorkUnit) -> list[tuple[Prompt, list[int]
 
 
 def execute_unit(engine: Any, unit: WorkUnit) -> UnitResult:
+    """Generate the unit's rows, score them, fill the cost columns.
+
+    Cost rule (the same for every unit wherever it sits in the plan): the warm-up runs
+    first, untimed (:func:`warm_up`); then each timed repeat starts from an empty prefix
+    cache and tail cache (unless ``engine.share_prefix_cache``), and its seconds are the
+    generation alone: no prompt preparation, warm-up, scoring or queueing."""
     strategy = unit.strategy.build()
     prepared = prepare_prompts(engine, unit)
+    warm = warm_up(engine, unit, strategy, prepared)
+    shared = bool(getattr(engine.options, "share_prefix_cache", False))
+    runs: list[float] = []
+    rows: list[dict[str, Any]] = []
+    todo: list[tuple[dict[str, Any], list[int]]] = []
+    agree = True
+    for repeat in range(max(1, unit.timing_repeats)):
+        if not shared:
+            engine.reset_caches()
+        rows_r, todo_r, seconds = _generate(engine, unit, strategy, prepared)
+        runs.append(seconds)
+        if repeat == 0:
+            rows, todo = rows_r, todo_r
+        else:
+            agree = agree and [r["completion"] for r in rows_r] == [r["completion"] for r in rows]
+        for r, again in zip(rows, rows_r):
+            r.setdefault("latency_runs", []).append(again.get("latency_s"))
+    gen_seconds = statistics.median(runs)
+    score_on_engine(engine, [r for r, _ in todo], [ids for _, ids in todo], unit.metrics or ())
+    for r in rows:
+        r.pop("_token_logprobs", None)
+        # Cost columns a strategy did not fill itself: one request per sample, whose forward
+        # passes cover the uncached prompt tail and one position per decode step (the
+        # prefill already yields the first token).
+        if r.get("computed_tokens") is None and r.get("prompt_tokens") is not None:
+            r["computed_tokens"] = (r["prompt_tokens"] - (r.get("cached_tokens") or 0)
+                                    + max(r["completion_tokens"] - 1, 0))
+        if r.get("engine_requests") is None and not r.get("error"):
+            r["engine_requests"] = 1
+        r["unit_seconds"] = gen_seconds
+        r["timing_runs"] = list(runs)
+        if any(v is None for v in r["latency_runs"]):
+            r["latency_runs"] = None
+    generated = sum(r["completion_tokens"] for r in rows)
+    return UnitResult(unit.id, rows, gen_seconds, generated, timing_runs=runs, warmup_seconds=warm,
+                      repeats_agree=agree)
+
+
+def _generate(engine: Any, unit: WorkUnit, strategy: Any,
+              prepared: list[tuple[Prompt, list[int] | None, str | None]]) -> tuple[list[dict[str, Any]], list, float]:
+    """One generation of the unit from fresh rows: (rows, the rows that ran with their
+    prompt ids, seconds of the generation alone)."""
     rows: list[dict[str, Any]] = []
     todo: list[tuple[dict[str, Any], list[int]]] = []
     for prompt, ids, error in prepared:
@@ -60,26 +117,42 @@ def execute_unit(engine: Any, unit: WorkUnit) -> UnitResult:
             else:
                 row["prompt_tokens"] = len(ids)
                 todo.append((row, ids))
-
     t0 = time.perf_counter()
     if runs_stepwise(engine, strategy):
         run_stepwise(engine, unit, strategy, todo)
     else:
         _run_native(engine, unit, strategy, todo)
-    gen_seconds = time.perf_counter() - t0
-    score_on_engine(engine, [r for r, _ in todo], [ids for _, ids in todo], unit.metrics or ())
-    for r in rows:
-        r.pop("_token_logprobs", None)
-        # Cost columns a strategy did not fill itself: one request per sample, computing the
-        # uncached prompt tail and the generated tokens.
-        if r.get("computed_tokens") is None and r.get("prompt_tokens") is not None:
-            r["computed_tokens"] = r["prompt_tokens"] - (r.get("cached_tokens") or 0) + r["completion_tokens"]
-        if r.get("engine_requests") is None and not r.get("error"):
-            r["engine_requests"] = 1
-    generated = sum(r["completion_tokens"] for r in rows)
-    for r in rows:
-        r["unit_seconds"] = gen_seconds
-    return UnitResult(unit.id, rows, gen_seconds, generated)
+    return rows, todo, time.perf_counter() - t0
+
+
+def warm_key(engine: Any, strategy: Any, n_sequences: int) -> tuple:
+    """What a warm-up covers: the strategy (its sampler path and, for a stepwise one, its
+    request pattern) and the batch size, bucketed to the next power of two."""
+    return (strategy.name, runs_stepwise(engine, strategy), 1 << max(0, n_sequences - 1).bit_length())
+
+
+def warm_up(engine: Any, unit: WorkUnit, strategy: Any,
+            prepared: list[tuple[Prompt, list[int] | None, str | None]]) -> float:
+    """Before the first timed unit of a (strategy, batch bucket) on this engine: run this
+    unit's strategy on its own prompts for ``engine.warmup_tokens`` tokens, discard the rows,
+    and empty the caches again. It pays what a first batch of that shape pays (allocations,
+    kernel selection for its shapes, the sampler path) and gives no unit a cached prompt.
+    Returns the seconds spent (0.0 when already warm); they go to the engine's warm-up."""
+    tokens = int(getattr(engine.options, "warmup_tokens", 0) or 0)
+    n = sum(unit.strategy.samples_per_prompt for _, ids, _ in prepared if ids is not None)
+    key = warm_key(engine, strategy, n)
+    if not tokens or not n or key in engine.warm.keys:
+        return 0.0
+    t0 = time.perf_counter()
+    short = dataclasses.replace(unit, strategy=dataclasses.replace(unit.strategy, max_tokens=min(
+        tokens, unit.strategy.max_tokens)), timing_repeats=1)
+    _generate(engine, short, strategy, prepared)
+    engine.reset_caches()  # also with share_prefix_cache: the warm-up gives no unit its prompts
+    seconds = time.perf_counter() - t0
+    engine.warm.keys.add(key)
+    engine.warm.count += 1
+    engine.warm.seconds += seconds
+    return seconds
 
 
 def runs_stepwise(engine: Any, strategy: Any) -> bool:

@@ -99,3 +99,16 @@ def test_bad_prompts_become_error_rows_and_the_rest_runs(engine):
     assert all("empty" in r["error"] for r in by_id["blank"])
     assert all("too long" in r["error"] and "max_model_len" in r["error"] and "'huge'" in r["error"]
                for r in by_id["huge"])
+
+
+def test_reset_caches_empties_the_prefix_cache(engine):
+    """The cost rule's mechanism on the real engine: a prompt computed before is found in the
+    prefix cache, and after ``reset_caches`` it is not (vLLM's reset refused would raise)."""
+    ids = engine.encode("The history of the city begins long before the first written records. " * 6)
+    assert len(ids) > 64
+    sp = engine.sampling_params(max_tokens=1, temperature=0.0)
+    engine.generate([ids], [sp])
+    assert engine.generate([ids], [sp])[0].cached_tokens >= 32
+    before = engine.warm.cache_resets
+    engine.reset_caches()
+    assert engine.generate([ids], [sp])[0].cached_tokens == 0 and engine.warm.cache_resets == before + 1
