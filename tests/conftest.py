@@ -58,7 +58,9 @@ def ray_local():
 
 
 def quickstart_sized(out_dir) -> dict:
-    """The quickstart's shape, small: every native strategy, a grid, several samples."""
+    """The quickstart's shape, small: every native strategy, a grid, several samples, and
+    greedy once more at the end (the cost rule: the same work costs the same wherever it
+    sits in the plan), each unit timed twice."""
     return {
         "run_name": "qs-test",
         "models": ["smollm2-135m"],
@@ -67,8 +69,9 @@ def quickstart_sized(out_dir) -> dict:
         "chat": True,
         "strategies": [{"name": "greedy"}, {"name": "temperature", "temperature": 0.7},
                        {"name": "top_k", "top_k": 40}, {"name": "top_p", "top_p": [0.9, 0.95]},
-                       {"name": "min_p", "min_p": 0.1, "samples_per_prompt": 3}],
-        "generation": {"max_tokens": 16, "samples_per_prompt": 2, "seed": 0},
+                       {"name": "min_p", "min_p": 0.1, "samples_per_prompt": 3},
+                       {"name": "greedy", "label": "greedy-again"}],
+        "generation": {"max_tokens": 16, "samples_per_prompt": 2, "seed": 0, "timing_repeats": 2},
         "output": {"dir": str(out_dir)},
     }
 

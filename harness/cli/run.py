@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from harness.analysis.tables import format_table, summarize
 from harness.config import check_metric_plugins, check_planned_rows, load_config
-from harness.driver.runner import describe_engines, run
+from harness.driver.runner import describe_engine_costs, describe_engines, run
 from harness.metrics import METRICS
 from harness.metrics.sandbox import ALLOW_UNSANDBOXED_ENV, execution_mode, sandbox_problem
 from harness.plan import make_plan, metric_names
@@ -28,6 +28,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"{len(outcome.units_failed)} failed, {outcome.seconds:.1f} s)")
     if outcome.engines:
         print(describe_engines(outcome.engines))
+    if outcome.engine_costs:
+        print(describe_engine_costs(outcome.engine_costs))
     print(format_table(summarize(outcome.run_dir)))
     if outcome.units_failed:
         print(f"\n{len(outcome.units_failed)} unit(s) failed after retries:", file=sys.stderr)

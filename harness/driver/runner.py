@@ -53,6 +53,10 @@ class RunOutcome:
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: failed attempts that were retried: unit, attempt, error, and when (epoch seconds)
     retries: list[dict[str, Any]] = field(default_factory=list)
+    #: per model, per engine process (pid): its start and warm-up seconds, never a unit's
+    engine_costs: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    #: files (relpaths) of the units this run generated and wrote (the others were done before)
+    units_ran: set[str] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
@@ -149,9 +153,11 @@ def _run_locked(cfg: RunConfig, run_id: str, run_dir: Path, *, address: str | No
         raise
 
     outcome.seconds = time.perf_counter() - t_start
-    _resolved_engines(run_dir, units, outcome)
+    _resolved_engines(run_dir, units, outcome, outcome.units_ran)
     for name, resolved in outcome.engines.items():
         run_meta["models"][name]["resolved"] = resolved
+    for name, costs in outcome.engine_costs.items():
+        run_meta["models"][name]["engine_costs"] = list(costs.values())
     run_meta.update(status="complete" if outcome.ok else "failed", finished_at=now_iso(),
                     seconds=round(outcome.seconds, 2), failed_units=outcome.units_failed, retries=outcome.retries)
     if not outcome.ok:
@@ -190,13 +196,29 @@ def engine_summary(info: dict[str, Any]) -> dict[str, Any]:
     return {"dtype": info.get("dtype"), "dtype_requested": info.get("dtype_requested"), "cpu": info.get("cpu")}
 
 
-def _resolved_engines(run_dir: Path, units: list[WorkUnit], outcome: RunOutcome) -> None:
-    """Fill ``outcome.engines`` for models whose units all were skipped, from their files."""
+def _resolved_engines(run_dir: Path, units: list[WorkUnit], outcome: RunOutcome, ran: set[str]) -> None:
+    """For the units this run skipped (done before), from their files: ``outcome.engines`` of
+    models none of whose units ran now, and the start and warm-up of the engines that made them."""
     for u in units:
-        if u.model not in outcome.engines:
-            info = (unit_meta(run_dir / "samples" / u.relpath) or {}).get("engine") or {}
-            if info.get("dtype"):
-                outcome.engines[u.model] = engine_summary(info)
+        if u.relpath in ran:
+            continue
+        info = (unit_meta(run_dir / "samples" / u.relpath) or {}).get("engine") or {}
+        if u.model not in outcome.engines and info.get("dtype"):
+            outcome.engines[u.model] = engine_summary(info)
+        add_engine_costs(outcome, u.model, info)
+
+
+def add_engine_costs(outcome: RunOutcome, model: str, info: dict[str, Any]) -> None:
+    """Count a unit's engine in ``outcome.engine_costs``: its start and its warm-up so far (an
+    engine's info is cumulative, so the largest warm-up seen is the engine's)."""
+    pid = info.get("pid")
+    if pid is None or info.get("load_seconds") is None:
+        return
+    entry = outcome.engine_costs.setdefault(model, {}).setdefault(pid, {"pid": pid, "units": 0, "warmup_seconds": 0.0})
+    warm = float(info.get("warmup_seconds") or 0.0)
+    if warm >= entry["warmup_seconds"]:
+        entry.update({k: info.get(k) for k in ("load_seconds", "warmup_seconds", "warmups", "cache_resets")})
+    entry["units"] += 1
 
 
 def describe_engines(engines: dict[str, dict[str, Any]]) -> str:
@@ -208,6 +230,17 @@ def describe_engines(engines: dict[str, dict[str, Any]]) -> str:
         if cpu:
             where = "on " + CpuInfo(cpu["model"], frozenset(cpu["flags"]), cpu["cores"], cpu.get("isa_cap")).describe()
         lines.append(f"{model}: {e.get('dtype')} (dtype {e.get('dtype_requested')}) {where}")
+    return "\n".join(lines)
+
+
+def describe_engine_costs(costs: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """One line per model: its engines' start and warm-up seconds, which no unit is charged."""
+    lines = []
+    for model, engines in sorted(costs.items()):
+        load = sum(e.get("load_seconds") or 0 for e in engines.values())
+        warm = sum(e.get("warmup_seconds") or 0 for e in engines.values())
+        lines.append(f"{model}: {len(engines)} engine(s) started in {load:.1f} s, warmed up in {warm:.1f} s "
+                     f"(not charged to any unit)")
     return "\n".join(lines)
 
 
@@ -239,6 +272,7 @@ class _UnitSink:
         self.target = target
         self.outcome = outcome
         self.bar = bar  # progress in samples
+        self.ran = outcome.units_ran  # ids of the units written by this run
 
     def on_done(self, unit: WorkUnit, result: Any) -> None:
         t = self.target
@@ -248,6 +282,8 @@ class _UnitSink:
             score_rows(result.rows, t.metrics)
             write_unit(t.run_dir, unit.relpath, result.rows, t.schema,
                        {"unit_id": unit.id, "rows": len(result.rows), "gen_seconds": result.gen_seconds,
+                        "timing_runs": result.timing_runs, "repeats_agree": result.repeats_agree,
+                        "warmup_seconds_before": result.warmup_seconds,
                         "generated_tokens": result.generated_tokens, "engine": result.engine_info})
         except Exception as exc:  # noqa: BLE001 - scoring or writing this unit failed: it fails, the run goes on
             log.warning("unit %s (%s / %s) could not be scored or written: %s", unit.id, unit.model,
@@ -255,6 +291,8 @@ class _UnitSink:
             self.on_failed(unit, exc, 1, stage="scoring or writing")
             return
         self.outcome.engines.setdefault(unit.model, engine_summary(result.engine_info))
+        add_engine_costs(self.outcome, unit.model, result.engine_info)
+        self.ran.add(unit.relpath)
         self.outcome.units_done += 1
         self.bar.update(len(result.rows))
 

@@ -18,10 +18,10 @@ pytestmark = pytest.mark.engine
 
 def test_quickstart_sized_report_reads_back_as_one_dataset(small_report):
     cfg, outcome, _ = small_report
-    assert outcome.ok and outcome.units_done == len(cfg.strategies) == 6
+    assert outcome.ok and outcome.units_done == len(cfg.strategies) == 7
 
     n_prompts = 8 + 4
-    expected = n_prompts * (2 * 5 + 3)  # greedy counts 2 samples too: samples_per_prompt applies to all
+    expected = n_prompts * (2 * 6 + 3)  # greedy counts 2 samples too: samples_per_prompt applies to all
     df = read_samples(outcome.run_dir)
     assert len(df) == expected
     assert df["error"].isna().all() and df["completion"].notna().all()
@@ -29,7 +29,7 @@ def test_quickstart_sized_report_reads_back_as_one_dataset(small_report):
     # Exactly prompts x strategy configs x samples: no (prompt, sample) twice or missing.
     keys = df.groupby(["strategy_label", "prompt_id", "sample_index"]).size()
     assert (keys == 1).all() and len(keys) == expected
-    assert set(df["model"]) == {"smollm2-135m"} and df["strategy"].nunique() == 6
+    assert set(df["model"]) == {"smollm2-135m"} and df["strategy"].nunique() == 7
     # Accuracy is computed on sets with references, not on the open-ended prompts.
     assert df.loc[df["prompt_set"] == "facts", "contains_answer"].notna().all()
     assert df.loc[df["prompt_id"].str.startswith("tiny-open"), "contains_answer"].isna().all()
@@ -56,6 +56,29 @@ def test_quickstart_sized_report_reads_back_as_one_dataset(small_report):
 
     # A rerun of the same config skips every unit and changes nothing.
     again = run(cfg, out=io.StringIO(), progress=False)
-    assert again.units_done == 0 and again.units_skipped == 6
+    assert again.units_done == 0 and again.units_skipped == 7
     assert again.engines == outcome.engines  # read back from the unit files
     assert len(read_samples(outcome.run_dir)) == expected
+
+
+def test_the_same_strategy_first_and_last_in_the_plan_costs_the_same(small_report):
+    """greedy runs first and again last (greedy-again), five other units between them: the
+    same completions, and the same computed and cached tokens sample for sample, because
+    every unit starts from an empty prefix cache and after its engine's warm-up."""
+    _cfg, outcome, _ = small_report
+    df = read_samples(outcome.run_dir)
+    key = ["prompt_set", "prompt_id", "sample_index"]
+    first = df[df["strategy_label"] == "greedy"].sort_values(key).reset_index(drop=True)
+    last = df[df["strategy_label"] == "greedy-again"].sort_values(key).reset_index(drop=True)
+    assert len(first) == len(last) == 24
+    for col in ("completion", "completion_tokens", "prompt_tokens", "cached_tokens", "computed_tokens"):
+        assert first[col].tolist() == last[col].tolist(), col
+    # Each unit was timed twice, from the same empty cache; greedy gave the same text both times.
+    assert df["timing_runs"].map(len).eq(2).all() and df["latency_runs"].map(len).eq(2).all()
+    assert (df["unit_seconds"] > 0).all()
+    meta = json.loads((outcome.run_dir / "run.json").read_text())
+    engines = meta["models"]["smollm2-135m"]["engine_costs"]
+    assert len(engines) == 1 and engines[0]["units"] == 7
+    # One warm-up per strategy name and batch size (greedy's covers greedy-again), one reset per timed run.
+    assert engines[0]["warmups"] == 5 and engines[0]["warmup_seconds"] > 0 and engines[0]["load_seconds"] > 0
+    assert engines[0]["cache_resets"] >= 7 * 2 + 5
