@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from harness.analysis.cost import TIMING_METRICS, cost_table, repeat_values, t_interval
 from harness.analysis.stats import summary
 from harness.metrics import METRICS, default_metrics, score_rows
 from harness.models.capacity import run_capacities
@@ -32,7 +33,7 @@ from strategies.base import Column
 #: Columns the report writes that are summarised like metrics when present.
 #: Quality metrics for the quality/diversity plot, in order of preference.
 QUALITY_METRICS = ("pass_at_1", "numeric_match", "contains_answer", "exact_match", "coherence")
-COST_METRICS = ("gen_tokens_per_s", "computed_per_generated", "sample_latency_s")
+COST_METRICS = ("gen_tokens_per_s", "computed_per_generated", "sample_latency_s")  # plotted per strategy
 #: First characters that make a spreadsheet read a CSV cell as a formula (OWASP CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 #: Keyword arguments for every matplotlib text artist that shows a label: drawn as typed,
@@ -105,6 +106,8 @@ class Leaderboard:
     confidence: float
     #: the per-sample columns the runs' strategies declare (run.json ``columns``)
     strategy_columns: list[Column] = field(default_factory=list)
+    #: per model and strategy: tok/s over timing repeats, latency p50/p95, computed/generated
+    costs: Any = None
 
     def models(self) -> list[str]:
         return sorted(self.table["model"].unique()) if len(self.table) else []
@@ -138,6 +141,7 @@ def build_leaderboard(reports: Iterable[Path | str], metrics: Sequence[str] | No
     cols = list(metrics) + [c.name for c in declared]
     table = summary(df, cols, group=("model", "strategy_key"), n_boot=n_boot, confidence=confidence, seed=seed,
                     directions={c.name: c.direction for c in declared})
+    table = _timing_intervals(table, df, confidence)
     table = table.rename(columns={"strategy_key": "strategy"})
     table["rank"] = math.nan
     for (_, metric), g in table.groupby(["model", "metric"]):
@@ -149,8 +153,23 @@ def build_leaderboard(reports: Iterable[Path | str], metrics: Sequence[str] | No
     for r in runs:
         for name, cap in run_capacities(r).items():
             capacities.setdefault(name, cap)
+    costs = cost_table(df, ("model", "strategy_key"), confidence).rename(columns={"strategy_key": "strategy"})
     return Leaderboard(table=table, samples=df, runs=runs, capacities=capacities, metrics=list(cols),
-                       confidence=confidence, strategy_columns=declared)
+                       confidence=confidence, strategy_columns=declared, costs=costs)
+
+
+def _timing_intervals(table: Any, df: Any, confidence: float) -> Any:
+    """Timing metrics get their interval from the timing repeats, not from prompts (a unit's
+    rows share one timing, so a prompt bootstrap would give a zero-width interval); with one
+    timing per unit the interval is NaN and shown as 'no CI'. ``ci`` names the interval kind."""
+    table = table.copy()
+    table["ci"] = "prompts"
+    for i, r in table[table["metric"].isin(TIMING_METRICS)].iterrows():
+        g = df[(df["model"] == r["model"]) & (df["strategy_key"] == r["strategy_key"])]
+        ci = t_interval(repeat_values(g, r["metric"]), confidence)
+        table.loc[i, ["mean", "ci_low", "ci_high", "ci"]] = [ci.mean, ci.low, ci.high,
+                                                              f"timing repeats ({ci.repeats})"]
+    return table
 
 
 def strategy_columns(runs: Sequence[dict[str, Any]]) -> list[Column]:
@@ -181,7 +200,41 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 def _cell(r: Any) -> str:
     rank = "" if math.isnan(r["rank"]) else f" #{int(r['rank'])}"
+    if isinstance(r["ci_low"], float) and math.isnan(r["ci_low"]) and not math.isnan(r["mean"]):
+        return f"{_fmt(r['mean'])} [no CI]{rank}"
     return f"{_fmt(r['mean'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]{rank}"
+
+
+def cost_view(lb: Leaderboard, model: str) -> Any:
+    """The cost section of one model: tok/s [CI over timing repeats], repeats, latency
+    p50/p95, computed per generated token; the engines' start and warm-up are in none of them."""
+    import pandas as pd
+    c = lb.costs[lb.costs["model"] == model] if lb.costs is not None and len(lb.costs) else None
+    if c is None or c.empty:
+        return pd.DataFrame()
+    return pd.DataFrame({
+        "strategy": c["strategy"],
+        "tok/s [CI over repeats]": [f"{_fmt(m)} [no CI]" if math.isnan(lo) else f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]"
+                                    for m, lo, hi in zip(c["tok_per_s"], c["tok_per_s_low"], c["tok_per_s_high"])],
+        "timings": c["timing_repeats"], "latency p50 s": c["latency_p50_s"].map(_fmt),
+        "latency p95 s": c["latency_p95_s"].map(_fmt), "computed/generated": c["computed_per_generated"].map(_fmt),
+    }).set_index("strategy")
+
+
+def engine_costs_line(lb: Leaderboard, model: str) -> str:
+    """The engines' own costs from run.json (start, warm-up): reported beside, never in a unit."""
+    engines = [e for r in lb.runs for e in ((r.get("models") or {}).get(model) or {}).get("engine_costs") or []
+               if isinstance(e, dict)]
+    if not engines:
+        return "engines: start and warm-up not recorded"
+    load = sum(float(e.get("load_seconds") or 0) for e in engines)
+    warm = sum(float(e.get("warmup_seconds") or 0) for e in engines)
+    return (f"engines: {len(engines)}, started in {load:.1f} s and warmed up in {warm:.1f} s in all; "
+            f"no unit is charged for either")
+
+
+COST_NOTE = ("Cost: every unit starts from an empty prefix cache and is timed after its engine's warm-up; "
+             "tok/s has an interval only when units were timed more than once (generation.timing_repeats).")
 
 
 def wide_table(lb: Leaderboard, model: str) -> Any:
@@ -276,10 +329,14 @@ def to_markdown(lb: Leaderboard) -> str:
     pct = int(round(lb.confidence * 100))
     out = [f"# Decoding-strategy leaderboard", "",
            f"Runs: {md_escape(_runs_line(lb))}. Cells: mean over prompts [{pct}% bootstrap CI over prompts] #rank "
-           f"(rank 1 is best in the metric's direction; metrics without a direction are not ranked).", ""]
+           f"(rank 1 is best in the metric's direction; metrics without a direction are not ranked); "
+           f"timing metrics ({', '.join(TIMING_METRICS)}): mean over timing repeats [{pct}% t interval over the "
+           f"repeats], 'no CI' when each unit was timed once.", ""]
     for model in lb.models():
         out += [f"## {md_escape(model)}", "", _capacity_line(lb.capacities.get(model)), "", "### Best per metric", "",
-                _md_table(best_table(lb, model)), "", "### All strategies", "", _md_table(wide_table(lb, model)), ""]
+                _md_table(best_table(lb, model)), "", "### All strategies", "", _md_table(wide_table(lb, model)), "",
+                "### Cost", "", md_escape(COST_NOTE), "", md_escape(engine_costs_line(lb, model)), "",
+                _md_table(cost_view(lb, model)), ""]
     return "\n".join(out)
 
 
@@ -394,11 +451,14 @@ def to_html(lb: Leaderboard, figures: Sequence[tuple[str, str]] = (), figures_he
              "<link rel=\"icon\" href=\"data:,\">", "<title>deceval leaderboard</title>",
              f"<style>{_CSS}</style></head><body>", "<h1>Decoding-strategy leaderboard</h1>",
              f"<p>Runs: {html.escape(_runs_line(lb))}. Cells: mean over prompts [{pct}% bootstrap CI] #rank "
-             f"(rank 1 is best in the metric's direction).</p>"]
+             f"(rank 1 is best in the metric's direction); timing metrics ({', '.join(TIMING_METRICS)}): mean "
+             f"over timing repeats [{pct}% t interval], 'no CI' when each unit was timed once.</p>"]
     for model in lb.models():
         parts += [f"<h2>{html.escape(model)}</h2>", f"<p class=\"capacity\">{html.escape(_capacity_line(lb.capacities.get(model)))}</p>",
                   "<h3>Best per metric</h3>", _html_table(best_table(lb, model), "best"),
-                  "<h3>All strategies</h3>", _html_table(wide_table(lb, model), "all")]
+                  "<h3>All strategies</h3>", _html_table(wide_table(lb, model), "all"),
+                  "<h3>Cost</h3>", f"<p>{html.escape(COST_NOTE)} {html.escape(engine_costs_line(lb, model))}</p>",
+                  _html_table(cost_view(lb, model), "cost")]
         for title, b64 in plots(lb, model):
             parts.append(f"<figure><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{b64}\">"
                          f"<figcaption>{html.escape(title)}</figcaption></figure>")

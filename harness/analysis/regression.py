@@ -66,6 +66,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from harness.analysis.cost import TIMING_METRICS, repeat_values, timing_bound
 from harness.analysis.leaderboard import rescore_missing
 from harness.analysis.stats import (
     PAIR_KEY,
@@ -290,6 +291,8 @@ def _compare_metric(m: str, ga: Any, gb: Any, gate: GateConfig, execute_code: bo
         return None, None, True
     if m not in gb.columns:
         return None, (f"gated, but the candidate report has no {m} column{code_hint}" if gated else None), False
+    if m in TIMING_METRICS:
+        return _compare_timing(m, ga, gb, gate)
     pairs = paired_values(ga, gb, m)
     base_keys = pd.MultiIndex.from_frame(ga[PAIR_KEY]).unique()
     scored_a, scored_b = ga[ga[m].notna() & ~ga["_error"]], gb[gb[m].notna() & ~gb["_error"]]
@@ -308,6 +311,32 @@ def _compare_metric(m: str, ga: Any, gb: Any, gate: GateConfig, execute_code: bo
            "baseline": float(per_prompt(ga, m).mean()), "candidate": float(per_prompt(gb, m).mean()),
            "coverage_baseline": cov_a, "coverage_candidate": cov_b, "gated": gated, "tolerance": tol,
            **_paired_tests(pairs, hib, tol, gate, seed)}
+    return row, problem, False
+
+
+def _compare_timing(m: str, ga: Any, gb: Any, gate: GateConfig) -> tuple[dict[str, Any] | None, str | None, bool]:
+    """A timing metric (harness.analysis.cost): the rows of a unit share one timing, so
+    pairing prompts would measure nothing of the run-to-run noise. The two runs' timing
+    repeats are compared instead (Welch's t, the tolerance as the margin); with fewer than 2
+    repeats on a side there is no noise estimate, and the gate decides nothing on it."""
+    hib = METRICS.get(m).higher_is_better
+    tol = gate.gates.get(m, 0.0)
+    gated = m in gate.gates
+    base, cand = repeat_values(ga, m), repeat_values(gb, m)
+    side = "lower" if hib else "upper"
+    diff, low, high, bound = timing_bound(base, cand, side, gate.confidence)
+    row = {"metric": m, "direction": direction_word(hib),
+           "baseline": float(np.mean(base)) if base else math.nan,
+           "candidate": float(np.mean(cand)) if cand else math.nan,
+           "diff": diff, "ci_low": low, "ci_high": high, "n_prompts": 0, "n_pairs": min(len(base), len(cand)),
+           "coverage_baseline": math.nan, "coverage_candidate": math.nan, "gated": gated, "tolerance": tol,
+           "verdict": verdict(low, high, hib, tol), "bound": bound, "mcnemar_p": math.nan, "ni_p": math.nan,
+           "non_inferior": None if math.isnan(bound) else non_inferior(bound, hib, tol)}
+    problem = None
+    if gated and math.isnan(bound):
+        problem = (f"gated, but timed {len(base)} time(s) in the baseline and {len(cand)} in the candidate: a timing "
+                   f"needs generation.timing_repeats >= 2 in both runs to tell a change from noise")
+        row["non_inferior"] = None
     return row, problem, False
 
 

@@ -54,6 +54,9 @@ def test_leaderboard_on_real_report_ranks_in_each_direction(real_report):
         assert len(best) >= 1
         assert best.iloc[0] == (g["mean"].max() if hib else g["mean"].min()), metric
         assert ((g["ci_low"] <= g["mean"] + 1e-12) & (g["mean"] <= g["ci_high"] + 1e-12)).all(), metric
+    # tok/s: an interval over the report's two timing repeats, not over prompts
+    rate = t[t["metric"] == "gen_tokens_per_s"]
+    assert (rate["ci"] == "timing repeats (2)").all() and (rate["ci_high"] > rate["ci_low"]).all()
     for m in ("rep_2", "diversity", "eos_share", "gen_tokens_per_s", "contains_answer"):
         assert m in set(t["metric"]), m
     md = to_markdown(lb)
