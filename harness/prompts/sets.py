@@ -1,8 +1,10 @@
-"""Prompt sets: built-ins shipped in the package, and user JSONL or Parquet files.
+"""Prompt sets: built-ins shipped in the package, and the user's own data: JSONL, Parquet
+or CSV files and Hugging Face datasets (read, mapped, templated and given few-shot
+examples by :mod:`harness.tasks.sources`).
 
 Each prompt has a stable id (the file's ``id`` or ``<set>-<line number>``), its text, an
-optional reference answer with aliases, and a content hash; a set has a hash over its
-prompts so a report can say exactly what it was run on.
+optional reference answer with aliases, the answer extractor its set names, and a content
+hash; a set has a hash over its prompts so a report can say exactly what it was run on.
 """
 
 from __future__ import annotations
@@ -13,27 +15,43 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
-
-import pyarrow.parquet as pq
+from typing import Any, Callable, Mapping
 
 from harness.errors import PromptError, excerpt
-from harness.files import read_text_file
 from harness.prompts import generated
 from harness.prompts.humaneval import HUMANEVAL_SET, humaneval_records
+from harness.tasks.sources import HFDataset, Shaping, read_records, records_from_hf, records_from_jsonl, shape_records
 
 
 @dataclass(frozen=True)
 class PromptSetConfig:
-    """A prompt set to load: a built-in or generated set by ``name``, or a file at ``path``."""
+    """A prompt set to load: a built-in or generated set by ``name``, a file at ``path``
+    (JSONL, Parquet or CSV) or a Hugging Face dataset (``hf_dataset``); its records mapped by
+    ``fields``, their prompt made by ``template``, with ``fewshot`` examples in front."""
 
     name: str
-    path: str | None  # None: built-in
+    path: str | None  # None: built-in (or hf_dataset)
     chat: bool
     limit: int | None
     #: "dev" or "test": only that part of the set (:func:`in_dev_split`); None: all of it
     split: str | None = None
     dev_fraction: float = 0.5
+    #: a Hugging Face dataset to read (offline) instead of a file
+    hf_dataset: HFDataset | None = None
+    #: prompt field ("prompt", "reference", "id", "aliases") -> the records' column holding it
+    fields: Mapping[str, str] = field(default_factory=dict, hash=False)
+    #: the prompt text from any fields of a record: "Question: {question}\nAnswer:"
+    template: str | None = None
+    #: solved examples (question + reference) before each prompt: the first N records of
+    #: ``fewshot_path``, or of the set itself (which then leave the set)
+    fewshot: int = 0
+    fewshot_path: str | None = None
+    #: the answer extractor (harness.tasks.extract.EXTRACTORS) that exact_match reads answers with
+    extractor: str | None = None
+
+    @property
+    def shaping(self) -> Shaping:
+        return Shaping(fields=dict(self.fields), template=self.template, fewshot=self.fewshot)
 
 
 #: The splits a prompt set can be cut into for tuning.
@@ -84,10 +102,15 @@ class Prompt:
     chat: bool = False
     # An invalid prompt (empty text, ...) is kept and becomes an error row, not a crash.
     error: str | None = None
+    #: the answer extractor its set names (harness.tasks.extract); None: the whole completion
+    extractor: str | None = None
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps([self.text, self.reference, list(self.aliases), self.chat]).encode()).hexdigest()[:16]
+        parts: list[Any] = [self.text, self.reference, list(self.aliases), self.chat]
+        if self.extractor is not None:  # so prompts without one keep the hashes they always had
+            parts.append(self.extractor)
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -112,53 +135,7 @@ def builtin_path(name: str) -> Path:
     return Path(str(resources.files("harness") / "data" / "prompts" / f"{name}.jsonl"))
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number; give a finite number or a string")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {excerpt(k)}; give each field once")
-        out[k] = v
-    return out
-
-
-def _records_from_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    text = read_text_file(path, "prompt file")
-    out = []
-    # JSONL lines end at "\n" only: str.splitlines would also split inside a string value
-    # at U+2028, U+0085, \x1c ..., which JSON allows unescaped.
-    for lineno, line in enumerate(text.split("\n"), 1):
-        line = line.removesuffix("\r")
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            rec = json.loads(line, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as exc:
-            raise PromptError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one "
-                              f"JSON object like {{\"prompt\": \"...\", \"reference\": \"...\"}}") from None
-        except ValueError as exc:  # NaN, a duplicate key, an int of more than 4300 digits
-            raise PromptError(f"{where}: {excerpt(str(exc), 200, quote=False)}") from None
-        except RecursionError:
-            raise PromptError(f"{where}: JSON nested too deeply; a prompt record is one flat object") from None
-        out.append((where, rec))
-    return out
-
-
-def _records_from_parquet(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    if not path.exists():
-        raise PromptError(f"prompt file not found: {path} (check the path in prompt_sets)")
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise PromptError(f"{path}: cannot read as Parquet ({exc}); expected a Parquet file with a 'prompt' column") from None
-    return [(f"{path}: row {i}", rec) for i, rec in enumerate(table.to_pylist())]
-
-
-def _make_prompt(where: str, rec: Any, set_name: str, index: int, chat: bool) -> Prompt:
+def _make_prompt(where: str, rec: Any, set_name: str, index: int, chat: bool, extractor: str | None = None) -> Prompt:
     if not isinstance(rec, dict):
         raise PromptError(f"{where}: expected a JSON object with a 'prompt' field, got {type(rec).__name__}")
     if "prompt" not in rec:
@@ -188,40 +165,47 @@ def _make_prompt(where: str, rec: Any, set_name: str, index: int, chat: bool) ->
     if not text.strip():
         error = f"prompt {excerpt(pid)} ({where}) is empty; give it some text or remove it"
     return Prompt(id=pid, set=set_name, text=text, reference=None if ref is None else str(ref),
-                  aliases=tuple(str(a) for a in aliases), chat=chat, error=error)
+                  aliases=tuple(str(a) for a in aliases), chat=chat, error=error, extractor=extractor)
 
 
-def load_prompt_set(cfg: PromptSetConfig) -> PromptSet:
+def _records(cfg: PromptSetConfig) -> tuple[str, list[tuple[str, Any]]]:
+    """(source, records) of the set: generated, a Hugging Face dataset, a built-in or a file."""
+    if cfg.hf_dataset is not None:
+        return f"hf:{cfg.hf_dataset.path}", records_from_hf(cfg.hf_dataset)
     if cfg.path is None and cfg.name in GENERATED_SETS:
-        records = [(f"{cfg.name}[{i}]", r) for i, r in enumerate(GENERATED_SETS[cfg.name][1]())]
-        prompts = [_make_prompt(where, rec, cfg.name, i, cfg.chat) for i, (where, rec) in enumerate(records)]
-        return PromptSet(name=cfg.name, source=f"generated:{cfg.name}", prompts=_limit_and_split(cfg, prompts))
+        return f"generated:{cfg.name}", [(f"{cfg.name}[{i}]", r) for i, r in enumerate(GENERATED_SETS[cfg.name][1]())]
     if cfg.path is None:
         if cfg.name not in BUILTIN_SETS:
             close = difflib.get_close_matches(cfg.name, [*BUILTIN_SETS, *GENERATED_SETS], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise PromptError(f"unknown built-in prompt set {cfg.name!r}{hint} Built-ins: "
-                              f"{', '.join([*BUILTIN_SETS, *GENERATED_SETS])}; or give 'path:' to a JSONL or Parquet file")
+                              f"{', '.join([*BUILTIN_SETS, *GENERATED_SETS])}; or give 'path:' to a JSONL, Parquet or "
+                              f"CSV file")
         path = builtin_path(cfg.name)
-    else:
-        path = Path(cfg.path)
-    if path.suffix == ".parquet":
-        records = _records_from_parquet(path)
-    elif path.suffix in (".jsonl", ".json") or cfg.path is None:
-        records = _records_from_jsonl(path)
-    else:
-        raise PromptError(f"prompt file {path}: unsupported extension {path.suffix!r}; expected .jsonl or .parquet")
-    if not records:
-        raise PromptError(f"prompt file {path} has no prompts; expected one JSON object per line with a 'prompt' field")
-    prompts = [_make_prompt(where, rec, cfg.name, i, cfg.chat) for i, (where, rec) in enumerate(records)]
+        return str(path), records_from_jsonl(path)
+    path = Path(cfg.path)
+    return str(path), read_records(path)
+
+
+def load_prompt_set(cfg: PromptSetConfig) -> PromptSet:
+    source, records = _records(cfg)
+    generated_set = source.startswith("generated:")
+    if not records and not generated_set:
+        raise PromptError(f"prompt file {source} has no prompts; expected one JSON object per line with a 'prompt' field")
+    fewshot_records = None
+    if cfg.fewshot and cfg.fewshot_path is not None:
+        fewshot_records = read_records(Path(cfg.fewshot_path))
+    shaped = shape_records(records, cfg.shaping, source, fewshot_records)
+    prompts = [_make_prompt(where, rec, cfg.name, i, cfg.chat, cfg.extractor) for i, where, rec in shaped]
+    if generated_set:
+        return PromptSet(name=cfg.name, source=source, prompts=_limit_and_split(cfg, prompts))
     seen: dict[str, int] = {}
     for p in prompts:
         seen[p.id] = seen.get(p.id, 0) + 1
     dups = sorted(k for k, v in seen.items() if v > 1)
     if dups:
-        raise PromptError(f"prompt file {path}: duplicate ids {excerpt(dups[:5], 200)}; ids must be unique within a set")
-    return PromptSet(name=cfg.name, source=str(path), prompts=_limit_and_split(cfg, prompts))
-
+        raise PromptError(f"prompt file {source}: duplicate ids {excerpt(dups[:5], 200)}; ids must be unique within a set")
+    return PromptSet(name=cfg.name, source=source, prompts=_limit_and_split(cfg, prompts))
 
 
 def humaneval_prompt_hashes() -> dict[str, frozenset[str]]:

@@ -14,6 +14,21 @@ from harness.tasks.extract import (
                                    get_extractor,
                                    row_answer,
 )
+from harness.tasks.sources import (
+                                   FIELD_KEYS,
+                                   FILE_SUFFIXES,
+                                   HFDataset,
+                                   Shaping,
+                                   Template,
+                                   read_records,
+                                   records_from_csv,
+                                   records_from_hf,
+                                   records_from_jsonl,
+                                   records_from_parquet,
+                                   shape_records,
+)
 
-__all__ = ["ANSWER_NORMALISATION", "EXTRACTORS", "GSM8K_REGEXES_TO_IGNORE", "Extractor", "RegexExtractor",
-           "describe_extractors", "exact_match", "get_extractor", "row_answer"]
+__all__ = ["ANSWER_NORMALISATION", "EXTRACTORS", "FIELD_KEYS", "FILE_SUFFIXES", "GSM8K_REGEXES_TO_IGNORE", "Extractor",
+           "HFDataset", "RegexExtractor", "Shaping", "Template", "describe_extractors", "exact_match", "get_extractor",
+           "read_records", "records_from_csv", "records_from_hf", "records_from_jsonl", "records_from_parquet",
+           "row_answer", "shape_records"]
