@@ -31,8 +31,10 @@ BASE_FIELDS: list[pa.Field] = [
     pa.field("strategy_id", pa.string()), pa.field("strategy_params", pa.string()),
     pa.field("prompt_set", pa.string()), pa.field("prompt_id", pa.string()), pa.field("prompt_hash", pa.string()),
     pa.field("prompt", pa.string()), pa.field("reference", pa.string()), pa.field("aliases", pa.list_(pa.string())),
+    # the prompt set's answer extractor (null: none), and the answer it found in the completion
+    pa.field("extractor", pa.string()),
     pa.field("sample_index", pa.int32()), pa.field("seed", pa.int64()), pa.field("base_seed", pa.int64()),
-    pa.field("completion", pa.string()), pa.field("prompt_tokens", pa.int32()),
+    pa.field("completion", pa.string()), pa.field("extracted", pa.string()), pa.field("prompt_tokens", pa.int32()),
     pa.field("completion_tokens", pa.int32()), pa.field("finish_reason", pa.string()),
     pa.field("latency_s", pa.float64()), pa.field("unit_seconds", pa.float64()),
     pa.field("timing_runs", pa.list_(pa.float64())), pa.field("latency_runs", pa.list_(pa.float64())),
@@ -100,8 +102,9 @@ def new_row(unit: Any, prompt: Any, sample_index: int, seed: int) -> dict[str, A
         "strategy_label": unit.strategy.label, "strategy_id": unit.strategy.id,
         "strategy_params": json.dumps(unit.strategy.params, sort_keys=True),
         "prompt_set": prompt.set, "prompt_id": prompt.id, "prompt_hash": prompt.hash, "prompt": prompt.text,
-        "reference": prompt.reference, "aliases": list(prompt.aliases), "sample_index": sample_index,
-        "seed": seed, "base_seed": unit.seed, "completion": None, "prompt_tokens": None,
+        "reference": prompt.reference, "aliases": list(prompt.aliases),
+        "extractor": getattr(prompt, "extractor", None), "sample_index": sample_index,
+        "seed": seed, "base_seed": unit.seed, "completion": None, "extracted": None, "prompt_tokens": None,
         "completion_tokens": 0, "finish_reason": "error", "latency_s": None, "cached_tokens": 0, "error": None,
     }
 

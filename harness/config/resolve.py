@@ -38,6 +38,8 @@ from harness.config.schema import (
 from harness.errors import ConfigError, DecevalError, excerpt
 from harness.metrics import METRICS, Metric
 from harness.prompts import PromptSetConfig
+from harness.tasks.extract import EXTRACTORS
+from harness.tasks.sources import FILE_SUFFIXES, HFDataset, Template
 from strategies import STRATEGIES
 
 
@@ -352,25 +354,56 @@ def _resolve_models(cfg: RawConfig, source: str) -> list[ModelConfig]:
 
 def prompt_set_mapping(entry: Any) -> dict[str, Any]:
     """A ``prompt_sets`` entry as a mapping: a string is a file path when it looks like one
-    (a .jsonl/.parquet/.json name or a '/'), else a built-in name."""
+    (a .jsonl/.parquet/.csv/.json name or a '/'), else a built-in name."""
     if not isinstance(entry, str):
         return dict(entry)
-    return {"path": entry} if entry.endswith((".jsonl", ".parquet", ".json")) or "/" in entry else {"name": entry}
+    return {"path": entry} if entry.endswith(FILE_SUFFIXES) or "/" in entry else {"name": entry}
 
 
 def _resolve_prompt_sets(cfg: RawConfig, source: str) -> list[PromptSetConfig]:
     prompt_sets = []
     for i, p in enumerate(cfg.prompt_sets):
         entry = PromptSetEntry(**prompt_set_mapping(p)) if isinstance(p, str) else p
-        if not entry.name and not entry.path:
-            raise ConfigError(f"{source}: prompt_sets[{i}]: give a built-in 'name' or a 'path' to a JSONL/Parquet file")
-        name = entry.name or Path(entry.path).stem
-        prompt_sets.append(PromptSetConfig(name=slugify(name), path=entry.path,
-                                           chat=cfg.chat if entry.chat is None else entry.chat, limit=entry.limit,
-                                           split=entry.split, dev_fraction=entry.dev_fraction))
+        key = f"{source}: prompt_sets[{i}]"
+        if entry.path and entry.hf_dataset:
+            raise ConfigError(f"{key}: give 'path' (a file) or 'hf_dataset', not both")
+        if not entry.name and not entry.path and not entry.hf_dataset:
+            raise ConfigError(f"{key}: give a built-in 'name' or a 'path' to a JSONL/Parquet/CSV file (or an "
+                              f"'hf_dataset')")
+        _check_task_keys(entry, key)
+        hf = entry.hf_dataset
+        name = entry.name or (Path(entry.path).stem if entry.path else hf.path.rstrip("/").rsplit("/", 1)[-1])
+        prompt_sets.append(PromptSetConfig(
+            name=slugify(name), path=entry.path, chat=cfg.chat if entry.chat is None else entry.chat,
+            limit=entry.limit, split=entry.split, dev_fraction=entry.dev_fraction,
+            hf_dataset=None if hf is None else HFDataset(path=hf.path, split=hf.split, name=hf.name,
+                                                         data_files=hf.data_files),
+            fields={k: v for k, v in (entry.fields.model_dump() if entry.fields else {}).items() if v is not None},
+            template=entry.template, fewshot=entry.fewshot, fewshot_path=entry.fewshot_path,
+            extractor=entry.extractor))
     if len({p.name for p in prompt_sets}) != len(prompt_sets):
         raise ConfigError(f"{source}: prompt_sets: duplicate prompt set names; give each a distinct 'name'")
     return prompt_sets
+
+
+def _check_task_keys(entry: PromptSetEntry, key: str) -> None:
+    """The extractor is a registered one (or a plugin module that exists: nothing is
+    imported), the template has plain placeholders only, and the few-shot keys agree."""
+    if entry.extractor is not None:
+        try:
+            EXTRACTORS.check(entry.extractor)
+        except DecevalError as exc:
+            raise ConfigError(f"{key}.extractor: {exc}") from None
+    if entry.template is not None:
+        try:
+            Template(entry.template)
+        except DecevalError as exc:
+            raise ConfigError(f"{key}.template: {exc}") from None
+        if entry.fields is not None and entry.fields.prompt is not None:
+            raise ConfigError(f"{key}: fields.prompt and template both say where the prompt comes from; give one "
+                              f"(a template may name any field: '{{{entry.fields.prompt}}}')")
+    if entry.fewshot_path is not None and not entry.fewshot:
+        raise ConfigError(f"{key}.fewshot_path: given, but fewshot is 0; set fewshot: N to use its first N records")
 
 
 def _resolve_strategies(cfg: RawConfig, models: list[ModelConfig], source: str) -> list[StrategyConfig]:

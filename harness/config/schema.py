@@ -28,6 +28,7 @@ MAX_SHARD_SIZE = 100_000
 MAX_REPLICAS = 256
 MAX_MODEL_LEN = 1 << 20
 MAX_TIMING_REPEATS = 20
+MAX_FEWSHOT = 64  # solved examples before each prompt
 MAX_STRATEGY_CONFIGS = 10_000  # expanded grid points over all strategy entries
 MAX_NAME_CHARS = 100  # run_name, model names: each becomes (part of) a folder name
 #: Planned rows (prompts x strategy configs x samples x seeds x models) above this need --force.
@@ -84,9 +85,38 @@ class ModelEntry(_Strict):
     engine: dict[str, Any] = Field(default_factory=dict)
 
 
+class HFDatasetEntry(_Strict):
+    """A Hugging Face dataset, read offline (HF_DATASETS_OFFLINE=1): from the local cache, a
+    local dataset folder, or local files through a builder (``path: json``, ``data_files``)."""
+
+    path: str = Field(min_length=1, description="hub id in the local cache, a local folder, or a builder: json, "
+                                                "csv, parquet (with data_files)")
+    name: str | None = Field(None, min_length=1, description="the dataset's configuration, e.g. 'main' for gsm8k")
+    data_files: Union[str, list[str], dict[str, Union[str, list[str]]], None] = Field(
+        None, description="local file(s) for a builder, as datasets.load_dataset takes them")
+    split: str = Field("train", min_length=1)
+
+
+class FieldsEntry(_Strict):
+    """Which column of the records holds each prompt field (default: the column of its own name)."""
+
+    prompt: str | None = Field(None, min_length=1, description="the prompt text (or give 'template')")
+    reference: str | None = Field(None, min_length=1, description="the reference answer")
+    id: str | None = Field(None, min_length=1, description="a stable id; default <set>-<record number>")
+    aliases: str | None = Field(None, min_length=1, description="other accepted answers: a list, or one text")
+
+
 class PromptSetEntry(_Strict):
     name: str | None = None
-    path: str | None = None
+    path: str | None = Field(None, description="a JSONL, Parquet or CSV file")
+    hf_dataset: HFDatasetEntry | None = None
+    fields: FieldsEntry | None = None
+    template: str | None = Field(None, min_length=1, description="the prompt from any fields of a record, as plain "
+                                                                 "{field} placeholders: 'Question: {question}\\nAnswer:'")
+    fewshot: int = Field(0, ge=0, le=MAX_FEWSHOT, description="solved examples before each prompt: the first N records "
+                                                              "of fewshot_path, or of the set itself (left out of it)")
+    fewshot_path: str | None = Field(None, description="a JSONL, Parquet or CSV file of few-shot examples")
+    extractor: str | None = Field(None, description="the answer extractor exact_match compares (harness.tasks.extract)")
     chat: bool | None = None
     limit: int | None = Field(None, ge=1, le=MAX_PROMPT_LIMIT)
     split: Literal["dev", "test"] | None = Field(None, description="only the dev or the test part (a stable hash "

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 from harness.errors import RegistryError
 from harness.registry import Registry
+from harness.tasks.extract import row_answer
 
 #: The allowed aggregations of a metric's per-sample values.
 AGGREGATIONS: dict[str, Callable[[list[float]], float]] = {
@@ -139,11 +140,15 @@ def default_metrics() -> list[str]:
 
 
 def score_rows(rows: list[dict[str, Any]], names: Sequence[str]) -> None:
-    """Fill each row's metric columns in place (None for error rows). ``rows`` should be
-    the rows of one unit (batch metrics group them by prompt and unit). Engine metrics are
-    left as :func:`score_on_engine` set them (None when it did not run)."""
+    """Fill each row's ``extracted`` answer (its prompt set's extractor over the completion,
+    :func:`harness.tasks.extract.row_answer`) and its metric columns, in place (None for
+    error rows). ``rows`` should be the rows of one unit (batch metrics group them by prompt
+    and unit). Engine metrics are left as :func:`score_on_engine` set them (None when it
+    did not run)."""
     metrics = [METRICS.get(n) for n in names]
     ok = [r for r in rows if not is_error(r)]
+    for r in rows:
+        r["extracted"] = None if is_error(r) else row_answer(r)
     for m in metrics:
         if m.stage == "engine":
             for r in rows:

@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 from harness.metrics.core import is_missing, register_metric
 from harness.metrics.sandbox import humaneval_passed
+from harness.tasks.extract import ANSWER_NORMALISATION, row_answer
+from harness.tasks.extract import exact_match as lm_eval_exact_match
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 
@@ -37,11 +39,18 @@ def _first_line(text: str) -> str:
 
 
 @register_metric("exact_match", higher_is_better=True, needs=["reference"],
-                 description="first non-empty line of the completion equals the reference (normalised)")
+                 description="first non-empty line of the completion equals the reference (normalised); with the "
+                             "prompt set's answer extractor: the extracted answer equals it under lm-eval's GSM8K "
+                             "exact_match settings (no ',', '$' or final '.', any case)")
 def exact_match(row: dict[str, Any]) -> float | None:
     answers = _answers(row)
     if not answers or not isinstance(row.get("completion"), str):
         return None
+    if not is_missing(row.get("extractor")) and row.get("extractor") != "":
+        # the same answer score_rows puts in the row's extracted column; surrounding spaces never count
+        got = row_answer(row)
+        return lm_eval_exact_match(None if got is None else got.strip(), [str(a).strip() for a in answers],
+                                   **ANSWER_NORMALISATION)
     got = normalize_answer(_first_line(row["completion"]))
     return float(any(got == normalize_answer(a) for a in answers))
 
