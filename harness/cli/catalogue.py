@@ -1,12 +1,14 @@
 """CLI commands that list what is built in: ``strategies``, ``models`` (and ``models
-prepare``), ``prompts``."""
+prepare``), ``tasks`` (and ``tasks prepare``; ``prompts`` is the same list)."""
 
 from __future__ import annotations
 
 import argparse
 
 from harness import models
-from harness.prompts import BUILTIN_SETS, GENERATED_SETS, PromptSetConfig, load_prompt_set
+from harness.errors import DecevalError
+from harness.prompts import PromptSetConfig, load_prompt_set
+from harness.prompts.catalogue import TASKS
 from strategies import STRATEGIES
 
 
@@ -30,17 +32,42 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_prompts(args: argparse.Namespace) -> int:
-    for name, desc in BUILTIN_SETS.items():
-        ps = load_prompt_set(PromptSetConfig(name=name, path=None, chat=False, limit=None))
-        print(f"{name}  ({len(ps.prompts)} prompts{', with references' if ps.has_references else ''})  {desc}")
-    for name, (desc, _) in GENERATED_SETS.items():
-        print(f"{name}  (generated)  {desc}")
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    if getattr(args, "tasks_cmd", None) == "prepare":
+        return _prepare_tasks(args.names)
+    rows = [("task", "prompts", "licence", "metrics", "ready", "source")]
+    for t in TASKS.values():
+        problem = t.problem()
+        rows.append((t.name, str(t.size), t.licence, ",".join(t.metrics), "yes" if problem is None else "no: " + problem,
+                     t.source))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    print("\nyour own data: a JSONL/Parquet/CSV file or a Hugging Face dataset in prompt_sets (README, 'Your own data')")
     return 0
 
 
+def _prepare_tasks(names: list[str]) -> int:
+    """Load each named task once in full (its packaged file checked against its SHA-256, or
+    its extra's generator run), so a run finds it ready; exit 1 when one cannot be."""
+    failed = 0
+    for name in names:
+        if name not in TASKS:
+            print(f"deceval: unknown task {name!r}; tasks: {', '.join(TASKS)}")
+            failed += 1
+            continue
+        try:
+            ps = load_prompt_set(PromptSetConfig(name=name, path=None, chat=False, limit=None))
+        except DecevalError as exc:
+            print(f"deceval: {name}: {exc}")
+            failed += 1
+            continue
+        print(f"{name}: ready ({len(ps.prompts)} prompts, hash {ps.hash}, licence {ps.licence})")
+    return 1 if failed else 0
+
+
 def add_catalogue_commands(sub: "argparse._SubParsersAction") -> None:
-    """Add the ``strategies``, ``models`` and ``prompts`` subparsers."""
+    """Add the ``strategies``, ``models``, ``tasks`` and ``prompts`` subparsers."""
     s = sub.add_parser("strategies", help="list strategies with their parameters and defaults")
     s.set_defaults(func=_cmd_strategies)
 
@@ -52,5 +79,12 @@ def add_catalogue_commands(sub: "argparse._SubParsersAction") -> None:
     msub.add_parser("list", help="list built-in models")
     m.set_defaults(func=_cmd_models, models_cmd="list")
 
-    pr = sub.add_parser("prompts", help="list built-in prompt sets")
-    pr.set_defaults(func=_cmd_prompts)
+    t = sub.add_parser("tasks", help="built-in tasks (prompt sets): list with size, licence, metrics and whether "
+                                     "ready, or prepare (check) them")
+    tsub = t.add_subparsers(dest="tasks_cmd")
+    tp = tsub.add_parser("prepare", help="load tasks once in full: check packaged data, run generators")
+    tp.add_argument("names", nargs="+", help="e.g. gsm8k humaneval")
+    tsub.add_parser("list", help="list built-in tasks")
+    t.set_defaults(func=_cmd_tasks, tasks_cmd="list")
+    pr = sub.add_parser("prompts", help="the same list as 'deceval tasks'")
+    pr.set_defaults(func=_cmd_tasks, tasks_cmd="list")

@@ -380,7 +380,7 @@ def _resolve_prompt_sets(cfg: RawConfig, source: str) -> list[PromptSetConfig]:
                                                          data_files=hf.data_files),
             fields={k: v for k, v in (entry.fields.model_dump() if entry.fields else {}).items() if v is not None},
             template=entry.template, fewshot=entry.fewshot, fewshot_path=entry.fewshot_path,
-            extractor=entry.extractor))
+            extractor=entry.extractor, licence=entry.licence))
     if len({p.name for p in prompt_sets}) != len(prompt_sets):
         raise ConfigError(f"{source}: prompt_sets: duplicate prompt set names; give each a distinct 'name'")
     return prompt_sets

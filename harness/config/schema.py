@@ -117,6 +117,8 @@ class PromptSetEntry(_Strict):
                                                               "of fewshot_path, or of the set itself (left out of it)")
     fewshot_path: str | None = Field(None, description="a JSONL, Parquet or CSV file of few-shot examples")
     extractor: str | None = Field(None, description="the answer extractor exact_match compares (harness.tasks.extract)")
+    licence: str | None = Field(None, min_length=1, max_length=200,
+                                description="the data's licence, recorded in run.json (a built-in states its own)")
     chat: bool | None = None
     limit: int | None = Field(None, ge=1, le=MAX_PROMPT_LIMIT)
     split: Literal["dev", "test"] | None = Field(None, description="only the dev or the test part (a stable hash "

@@ -131,7 +131,8 @@ def _run_locked(cfg: RunConfig, run_id: str, run_dir: Path, *, address: str | No
                             "engine": m.engine.model_dump(), "architecture": architectures[m.name],
                             "capacity": model_capacity(architectures[m.name]) if architectures[m.name] else None}
                    for m in cfg.models},
-        "prompt_sets": {p.name: {"source": p.source, "prompts": len(p.prompts), "hash": p.hash} for p in prompt_sets},
+        "prompt_sets": {p.name: {"source": p.source, "prompts": len(p.prompts), "hash": p.hash, "licence": p.licence}
+                        for p in prompt_sets},
         "strategies": [{"label": s.label, "name": s.name, "id": s.id, "params": s.params,
                         "samples_per_prompt": s.samples_per_prompt, "max_tokens": s.max_tokens} for s in cfg.strategies],
         "metrics": target.metrics, "columns": columns_meta(sample_columns, step_fields), "units": len(units),

@@ -48,6 +48,11 @@ def rg_arithmetic() -> list[dict[str, Any]]:
                                                                "max_digits": 2})], SIZE)
 
 
+def gsm_symbolic() -> list[dict[str, Any]]:
+    """200 seeded GSM-Symbolic word problems (templated GSM8K problems with new numbers)."""
+    return _rg_records("gsm_symbolic", [("gsm_symbolic", {})], 200)
+
+
 def rg_maths() -> list[dict[str, Any]]:
     """50 seeded maths problems: chained sums, linear equations, word problems (GSM-style)."""
     return _rg_records("rg_maths", [("chain_sum", {}), ("simple_equations", {}), ("gsm_symbolic", {})], 17)[:SIZE]

@@ -9,6 +9,7 @@ hash; a set has a hash over its prompts so a report can say exactly what it was 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -19,6 +20,7 @@ from typing import Any, Callable, Mapping
 
 from harness.errors import PromptError, excerpt
 from harness.prompts import generated
+from harness.prompts.catalogue import TASKS, check_task, task_licence
 from harness.prompts.humaneval import HUMANEVAL_SET, humaneval_records
 from harness.tasks.sources import HFDataset, Shaping, read_records, records_from_hf, records_from_jsonl, shape_records
 
@@ -48,6 +50,8 @@ class PromptSetConfig:
     fewshot_path: str | None = None
     #: the answer extractor (harness.tasks.extract.EXTRACTORS) that exact_match reads answers with
     extractor: str | None = None
+    #: the data's licence as the entry states it (None: the built-in's, or "not stated")
+    licence: str | None = None
 
     @property
     def shaping(self) -> Shaping:
@@ -88,6 +92,8 @@ BUILTIN_SETS = {
 GENERATED_SETS: dict[str, tuple[str, Callable[[], list[dict[str, Any]]]]] = {
     "rg_arithmetic": ("50 seeded arithmetic problems from reasoning-gym (extra 'reasoning').", generated.rg_arithmetic),
     "rg_maths": ("50 seeded maths problems from reasoning-gym (extra 'reasoning').", generated.rg_maths),
+    "gsm_symbolic": ("200 seeded GSM-Symbolic word problems from reasoning-gym (extra 'reasoning').",
+                     generated.gsm_symbolic),
     HUMANEVAL_SET: ("164 HumanEval code tasks (extra 'humaneval'), scored by pass_at_1.", humaneval_records),
 }
 
@@ -118,6 +124,7 @@ class PromptSet:
     name: str
     source: str
     prompts: tuple[Prompt, ...] = field(repr=False)
+    licence: str = ""
 
     @property
     def hash(self) -> str:
@@ -175,37 +182,52 @@ def _records(cfg: PromptSetConfig) -> tuple[str, list[tuple[str, Any]]]:
     if cfg.path is None and cfg.name in GENERATED_SETS:
         return f"generated:{cfg.name}", [(f"{cfg.name}[{i}]", r) for i, r in enumerate(GENERATED_SETS[cfg.name][1]())]
     if cfg.path is None:
-        if cfg.name not in BUILTIN_SETS:
-            close = difflib.get_close_matches(cfg.name, [*BUILTIN_SETS, *GENERATED_SETS], n=1)
+        if cfg.name not in TASKS:
+            close = difflib.get_close_matches(cfg.name, list(TASKS), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise PromptError(f"unknown built-in prompt set {cfg.name!r}{hint} Built-ins: "
-                              f"{', '.join([*BUILTIN_SETS, *GENERATED_SETS])}; or give 'path:' to a JSONL, Parquet or "
-                              f"CSV file")
-        path = builtin_path(cfg.name)
+                              f"{', '.join(TASKS)} (deceval tasks); or give 'path:' to a JSONL, Parquet or CSV file")
+        task = check_task(cfg.name)
+        path = builtin_path(cfg.name) if task.data is None else task.data.path
         return str(path), records_from_jsonl(path)
     path = Path(cfg.path)
     return str(path), read_records(path)
 
 
+def _with_task_shape(cfg: PromptSetConfig) -> tuple[PromptSetConfig, list[tuple[str, Any]] | None]:
+    """A built-in task's prompt shape (fields, template, few-shot, extractor) where the entry
+    gives none of its own, and the task's packaged few-shot examples."""
+    task = TASKS.get(cfg.name)
+    if cfg.path is not None or cfg.hf_dataset is not None or task is None:
+        return cfg, None
+    shaped = dataclasses.replace(cfg, fields=cfg.fields or task.fields, template=cfg.template or task.template,
+                                 fewshot=cfg.fewshot or task.fewshot, extractor=cfg.extractor or task.extractor)
+    shots = None
+    if shaped.fewshot and cfg.fewshot_path is None and task.fewshot_data is not None:
+        shots = records_from_jsonl(task.fewshot_data.path)
+    return shaped, shots
+
+
 def load_prompt_set(cfg: PromptSetConfig) -> PromptSet:
+    cfg, fewshot_records = _with_task_shape(cfg)
     source, records = _records(cfg)
     generated_set = source.startswith("generated:")
     if not records and not generated_set:
         raise PromptError(f"prompt file {source} has no prompts; expected one JSON object per line with a 'prompt' field")
-    fewshot_records = None
     if cfg.fewshot and cfg.fewshot_path is not None:
         fewshot_records = read_records(Path(cfg.fewshot_path))
     shaped = shape_records(records, cfg.shaping, source, fewshot_records)
     prompts = [_make_prompt(where, rec, cfg.name, i, cfg.chat, cfg.extractor) for i, where, rec in shaped]
+    licence = task_licence(cfg.name, source, cfg.licence)
     if generated_set:
-        return PromptSet(name=cfg.name, source=source, prompts=_limit_and_split(cfg, prompts))
+        return PromptSet(name=cfg.name, source=source, prompts=_limit_and_split(cfg, prompts), licence=licence)
     seen: dict[str, int] = {}
     for p in prompts:
         seen[p.id] = seen.get(p.id, 0) + 1
     dups = sorted(k for k, v in seen.items() if v > 1)
     if dups:
         raise PromptError(f"prompt file {source}: duplicate ids {excerpt(dups[:5], 200)}; ids must be unique within a set")
-    return PromptSet(name=cfg.name, source=source, prompts=_limit_and_split(cfg, prompts))
+    return PromptSet(name=cfg.name, source=source, prompts=_limit_and_split(cfg, prompts), licence=licence)
 
 
 def humaneval_prompt_hashes() -> dict[str, frozenset[str]]:

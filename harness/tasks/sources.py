@@ -13,6 +13,7 @@ and ``fewshot`` solved examples put in front of each question.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import os
@@ -31,7 +32,7 @@ from harness.files import read_text_file
 #: The prompt fields a ``fields`` mapping may point at a column of the records.
 FIELD_KEYS = ("prompt", "reference", "id", "aliases")
 #: File name endings :func:`read_records` reads.
-FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+FILE_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".parquet", ".csv")
 #: Between the few-shot examples, and between them and the question (lm-eval's default).
 FEWSHOT_DELIMITER = "\n\n"
 #: Between a few-shot example's question and its reference (lm-eval's target delimiter).
@@ -55,8 +56,25 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _jsonl_text(path: Path) -> str:
+    """The text of a JSONL file, gunzipped when its name ends in ``.gz``."""
+    if path.suffix != ".gz":
+        return read_text_file(path, "prompt file")
+    if not path.is_file():
+        raise PromptError(f"prompt file not found: {path} (check the path in prompt_sets)")
+    try:
+        data = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise PromptError(f"{path}: cannot gunzip it ({exc}); expected gzip-compressed JSON Lines") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PromptError(f"{path}: line {line}: not valid UTF-8 (byte {data[exc.start]:#04x}); re-save it as UTF-8") from None
+
+
 def records_from_jsonl(path: Path) -> list[Record]:
-    text = read_text_file(path, "prompt file")
+    text = _jsonl_text(path)
     out = []
     # JSONL lines end at "\n" only: str.splitlines would also split inside a string value
     # at U+2028, U+0085, \x1c ..., which JSON allows unescaped.
@@ -120,14 +138,15 @@ def records_from_csv(path: Path) -> list[Record]:
 
 
 def read_records(path: Path) -> list[Record]:
-    """The records of a ``.jsonl`` / ``.json`` (one object a line), ``.parquet`` or ``.csv`` file."""
+    """The records of a ``.jsonl`` / ``.json`` (one object a line, optionally gzipped:
+    ``.jsonl.gz``), ``.parquet`` or ``.csv`` file."""
     if path.suffix == ".parquet":
         return records_from_parquet(path)
     if path.suffix == ".csv":
         return records_from_csv(path)
-    if path.suffix in (".jsonl", ".json"):
+    if path.suffix in (".jsonl", ".json") or path.name.endswith(".jsonl.gz"):
         return records_from_jsonl(path)
-    raise PromptError(f"prompt file {path}: unsupported extension {path.suffix!r}; expected .jsonl, .parquet or .csv")
+    raise PromptError(f"prompt file {path}: unsupported extension {path.suffix!r}; expected .jsonl, .jsonl.gz, .parquet or .csv")
 
 
 # ---- Hugging Face datasets --------------------------------------------------------------------

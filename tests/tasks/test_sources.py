@@ -216,7 +216,7 @@ def test_a_parquet_row_missing_a_mapped_field_names_the_row(tmp_path):
 def test_unsupported_extension(tmp_path):
     path = tmp_path / "qa.tsv"
     path.write_text("prompt\nhi\n")
-    with pytest.raises(PromptError, match=r"unsupported extension '.tsv'; expected .jsonl, .parquet or .csv"):
+    with pytest.raises(PromptError, match=r"unsupported extension '.tsv'; expected .jsonl, .jsonl.gz, .parquet or .csv"):
         load_prompt_set(cfg(path))
 
 
