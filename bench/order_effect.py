@@ -5,7 +5,9 @@ first, in the middle and last, other strategies between. Each plan runs twice th
 real runner (embedded Ray, one engine actor on every core, SmolLM2 on the facts prompts):
 
 - ``rule`` (the default): each unit starts from an empty prefix and tail cache, after the
-  engine's warm-up;
+  engine's warm-up; each unit is timed ``--repeats`` times (generation.timing_repeats, the
+  median is its unit_seconds), so a burst of other load on the machine moves one timing,
+  not the figure;
 - ``shared``: ``share_prefix_cache: true, warmup_tokens: 0``, what the harness did before
   (prompt KV carried from unit to unit, the first unit paying the engine's first-use costs).
 
@@ -46,7 +48,7 @@ def plan(probe: str) -> list[dict]:
             {**p, "label": f"{probe}@last"}]
 
 
-def measure(probe: str, mode: str, n_prompts: int, max_tokens: int, out_dir: Path) -> list[dict]:
+def measure(probe: str, mode: str, n_prompts: int, max_tokens: int, repeats: int, out_dir: Path) -> list[dict]:
     from harness.config import resolve_config
     from harness.driver.runner import run
     from harness.report import read_samples
@@ -55,7 +57,9 @@ def measure(probe: str, mode: str, n_prompts: int, max_tokens: int, out_dir: Pat
         "run_name": f"order-{probe}-{mode}", "models": ["smollm2-135m"], "chat": True,
         "engine": {"max_model_len": 1024, "kv_cache_gib": 1, **MODES[mode]},
         "prompt_sets": [{"name": "facts", "limit": n_prompts}], "strategies": plan(probe),
-        "generation": {"max_tokens": max_tokens, "seed": 0}, "metrics": ["length"],
+        # shared mode carries the cache between repeats too, so it is timed once (the config refuses more)
+        "generation": {"max_tokens": max_tokens, "seed": 0, "timing_repeats": 1 if mode == "shared" else repeats},
+        "metrics": ["length"],
         "output": {"dir": str(out_dir)}}, f"order-effect-{probe}-{mode}")
     outcome = run(cfg, out=io.StringIO(), progress=False, keep_engines=True)
     if not outcome.ok:
@@ -79,6 +83,7 @@ def measure(probe: str, mode: str, n_prompts: int, max_tokens: int, out_dir: Pat
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3, help="timing repeats per unit under the rule (median)")
     args = ap.parse_args()
     n, tokens = (16, 16) if args.quick else (40, 32)
     from harness.driver.placement import KEPT
@@ -87,13 +92,13 @@ def main() -> int:
 
     prepare("smollm2-135m")
     print(f"CPU: {cpu_info().describe()}; {n} facts prompts (chat) x {tokens} tokens, SmolLM2-135M, "
-          f"one engine on every core", flush=True)
+          f"one engine on every core, {args.repeats} timing repeats per unit under the rule", flush=True)
     results = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for mode in MODES:  # one engine per mode (its options differ), kept across its two plans
             for probe in PROBES:
-                results += measure(probe, mode, n, tokens, Path(tmp))
+                results += measure(probe, mode, n, tokens, args.repeats, Path(tmp))
             KEPT.release()
     print(f"\n{'probe':6} {'mode':7} {'position':8} {'tok/s':>8} {'ratio':>6} {'computed':>9} {'cached':>7} "
           f"{'computed = first':>16} {'text = first':>12}")
@@ -102,12 +107,14 @@ def main() -> int:
               f"{r['cached']:7d} {str(r['same_computed']):>16} {str(r['same_text']):>12}")
     rule = [r for r in results if r["mode"] == "rule"]
     ok = all(r["same_computed"] for r in rule) and all(0.8 <= r["ratio"] <= 1.2 for r in rule)
+    ratios = ", ".join(f"{r['ratio']:.2f}" for r in rule)
     print(f"\nrule: computed tokens equal at every position: {all(r['same_computed'] for r in rule)}; "
           f"tok/s within +-20% of the first: {all(0.8 <= r['ratio'] <= 1.2 for r in rule)} "
-          f"(ratios {', '.join(f'{r['ratio']:.2f}' for r in rule)}); {time.perf_counter() - t0:.0f} s")
+          f"(ratios {ratios}); {time.perf_counter() - t0:.0f} s")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "order_effect.json").write_text(json.dumps({"cpu": cpu_info().as_dict(), "prompts": n,
+                                                       "repeats": args.repeats,
                                                        "max_tokens": tokens, "results": results}, indent=1))
     return 0 if ok else 1
 
