@@ -57,6 +57,11 @@ def _prepare_tasks(names: list[str]) -> int:
             failed += 1
             continue
         try:
+            archive = TASKS[name].archive
+            if archive is not None and archive.problem() is not None:
+                print(f"{name}: fetching {archive.dist} {archive.version} ({archive.size / 2**20:.0f} MiB) from "
+                      f"{archive.url.split('/')[2]} to take out {TASKS[name].member}", flush=True)
+                archive.prepare()
             ps = load_prompt_set(PromptSetConfig(name=name, path=None, chat=False, limit=None))
         except DecevalError as exc:
             print(f"deceval: {name}: {exc}")

@@ -188,6 +188,9 @@ def _records(cfg: PromptSetConfig) -> tuple[str, list[tuple[str, Any]]]:
             raise PromptError(f"unknown built-in prompt set {cfg.name!r}{hint} Built-ins: "
                               f"{', '.join(TASKS)} (deceval tasks); or give 'path:' to a JSONL, Parquet or CSV file")
         task = check_task(cfg.name)
+        if task.archive is not None:
+            source = f"{task.archive.dist}-{task.archive.version}:{task.member}"
+            return source, [(f"{cfg.name}[{i}]", r) for i, r in enumerate(task.archive_records())]
         path = builtin_path(cfg.name) if task.data is None else task.data.path
         return str(path), records_from_jsonl(path)
     path = Path(cfg.path)
