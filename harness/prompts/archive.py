@@ -1,6 +1,7 @@
-"""Benchmark files taken out of a package's source archive on a package registry, without
-installing the package (BIG-bench's archive holds StrategyQA and TruthfulQA, but installing
-it pulls tensorflow).
+"""Benchmark files taken out of a package's archive on a package registry (a source
+``.tar.gz`` or a wheel), without installing the package (BIG-bench's archive holds
+StrategyQA and TruthfulQA, but installing it pulls tensorflow; inspect-evals' wheel holds
+WritingBench).
 
 ``prepare`` downloads the pinned archive once, checks its SHA-256 while it streams, copies
 out only the named members (read as bytes and written under the cache: no path from the
@@ -16,6 +17,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -61,7 +63,7 @@ class PackageArchive:
         folder = self.folder(cache_dir)
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            archive = Path(tmp) / "archive.tar.gz"
+            archive = Path(tmp) / "archive"
             self._download(archive)
             staged = Path(tmp) / "members"
             staged.mkdir()
@@ -87,13 +89,20 @@ class PackageArchive:
     def _extract(self, archive: Path, dest: Path) -> None:
         wanted = dict(self.members)
         try:
-            with tarfile.open(archive, "r:gz") as t:
-                for m in t:
-                    if m.name in wanted and m.isfile():
-                        src = t.extractfile(m)
-                        with (dest / Path(m.name).name).open("wb") as f:
-                            shutil.copyfileobj(src, f)
-        except (tarfile.TarError, OSError, EOFError) as exc:
+            if self.url.endswith((".whl", ".zip")):
+                with zipfile.ZipFile(archive) as z:
+                    for name in z.namelist():
+                        if name in wanted:
+                            with z.open(name) as src, (dest / Path(name).name).open("wb") as f:
+                                shutil.copyfileobj(src, f)
+            else:
+                with tarfile.open(archive, "r:gz") as t:
+                    for m in t:
+                        if m.name in wanted and m.isfile():
+                            src = t.extractfile(m)
+                            with (dest / Path(m.name).name).open("wb") as f:
+                                shutil.copyfileobj(src, f)
+        except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
             raise PromptError(f"{self.dist} {self.version}: cannot read the archive ({exc}); nothing was kept") from None
         for member, digest in wanted.items():
             p = dest / Path(member).name

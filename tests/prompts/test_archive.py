@@ -114,3 +114,23 @@ def test_truthfulqa_mc_lists_shuffled_options_and_the_true_ones_letter():
     assert exact_match(_row(first, f" ({wrong})")) == 0.0
     again = load_prompt_set(PromptSetConfig(name="truthfulqa_mc", path=None, chat=False, limit=None))
     assert again.hash == ps.hash  # the shuffle is seeded per question
+
+
+def test_a_wheel_is_read_the_same_way(tmp_path):
+    import zipfile
+    data = b'{"index": 1, "query": "Write a haiku."}\n'
+    src = tmp_path / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(src, "w") as z:
+        z.writestr("pkg/data/bench.jsonl", data)
+        z.writestr("pkg/__init__.py", "")
+    a = PackageArchive(dist="pkg", version="1.0", url=src.as_uri(), sha256=_sha(src.read_bytes()),
+                       size=src.stat().st_size, members={"pkg/data/bench.jsonl": _sha(data)})
+    folder = a.prepare(tmp_path / "cache")
+    assert sorted(p.name for p in folder.iterdir()) == ["bench.jsonl"]
+
+
+def test_writingbench_en_holds_the_english_queries_only():
+    ps = load_prompt_set(PromptSetConfig(name="writingbench_en", path=None, chat=True, limit=None))
+    assert len(ps.prompts) == 542 and not ps.has_references
+    assert not any("\u4e00" <= ch <= "\u9fff" for p in ps.prompts for ch in p.text)
+    assert all(p.id.startswith("writingbench-") for p in ps.prompts) and len({p.id for p in ps.prompts}) == 542
