@@ -1,6 +1,7 @@
 """Prompt sets: built-ins shipped in the package, and the user's own data: JSONL, Parquet
 or CSV files and Hugging Face datasets (read, mapped, templated and given few-shot
-examples by :mod:`harness.tasks.sources`).
+examples by :mod:`harness.tasks.sources`), and lm-evaluation-harness tasks (prompts built
+by lm-eval itself, :mod:`harness.tasks.lm_eval_bridge`).
 
 Each prompt has a stable id (the file's ``id`` or ``<set>-<line number>``), its text, an
 optional reference answer with aliases, the answer extractor its set names, and a content
@@ -20,6 +21,7 @@ from typing import Any, Callable, Mapping
 from harness.errors import PromptError, excerpt
 from harness.prompts import generated
 from harness.prompts.humaneval import HUMANEVAL_SET, humaneval_records
+from harness.tasks.lm_eval_bridge import lm_eval_marker, lm_eval_records
 from harness.tasks.sources import HFDataset, Shaping, read_records, records_from_hf, records_from_jsonl, shape_records
 
 
@@ -27,7 +29,8 @@ from harness.tasks.sources import HFDataset, Shaping, read_records, records_from
 class PromptSetConfig:
     """A prompt set to load: a built-in or generated set by ``name``, a file at ``path``
     (JSONL, Parquet or CSV) or a Hugging Face dataset (``hf_dataset``); its records mapped by
-    ``fields``, their prompt made by ``template``, with ``fewshot`` examples in front."""
+    ``fields``, their prompt made by ``template``, with ``fewshot`` examples in front. Or an
+    lm-eval task (``lm_eval_task``), whose prompts lm-eval builds and whose rows lm-eval scores."""
 
     name: str
     path: str | None  # None: built-in (or hf_dataset)
@@ -48,6 +51,10 @@ class PromptSetConfig:
     fewshot_path: str | None = None
     #: the answer extractor (harness.tasks.extract.EXTRACTORS) that exact_match reads answers with
     extractor: str | None = None
+    #: an lm-evaluation-harness task: a name lm-eval knows or the path of a task YAML
+    lm_eval_task: str | None = None
+    #: its few-shot examples (lm-eval's --num_fewshot); None: the task's own
+    num_fewshot: int | None = None
 
     @property
     def shaping(self) -> Shaping:
@@ -102,7 +109,8 @@ class Prompt:
     chat: bool = False
     # An invalid prompt (empty text, ...) is kept and becomes an error row, not a crash.
     error: str | None = None
-    #: the answer extractor its set names (harness.tasks.extract); None: the whole completion
+    #: the answer extractor its set names (harness.tasks.extract); None: the whole completion;
+    #: ``lm_eval:<task>``: the lm-eval task's own filters and metrics score it
     extractor: str | None = None
 
     @property
@@ -118,6 +126,9 @@ class PromptSet:
     name: str
     source: str
     prompts: tuple[Prompt, ...] = field(repr=False)
+    #: the stop strings its source asks generation for (an lm-eval task's ``until``); a run
+    #: stops at ``generation.stop`` only, and lm-eval's scoring cuts completions at these
+    stop: tuple[str, ...] = ()
 
     @property
     def hash(self) -> str:
@@ -169,7 +180,10 @@ def _make_prompt(where: str, rec: Any, set_name: str, index: int, chat: bool, ex
 
 
 def _records(cfg: PromptSetConfig) -> tuple[str, list[tuple[str, Any]]]:
-    """(source, records) of the set: generated, a Hugging Face dataset, a built-in or a file."""
+    """(source, records) of the set: an lm-eval task, generated, a Hugging Face dataset, a
+    built-in or a file."""
+    if cfg.lm_eval_task is not None:
+        return lm_eval_marker(cfg.lm_eval_task), lm_eval_records(cfg.lm_eval_task, cfg.num_fewshot, cfg.limit)
     if cfg.hf_dataset is not None:
         return f"hf:{cfg.hf_dataset.path}", records_from_hf(cfg.hf_dataset)
     if cfg.path is None and cfg.name in GENERATED_SETS:
@@ -196,16 +210,18 @@ def load_prompt_set(cfg: PromptSetConfig) -> PromptSet:
     if cfg.fewshot and cfg.fewshot_path is not None:
         fewshot_records = read_records(Path(cfg.fewshot_path))
     shaped = shape_records(records, cfg.shaping, source, fewshot_records)
-    prompts = [_make_prompt(where, rec, cfg.name, i, cfg.chat, cfg.extractor) for i, where, rec in shaped]
+    extractor = lm_eval_marker(cfg.lm_eval_task) if cfg.lm_eval_task is not None else cfg.extractor
+    prompts = [_make_prompt(where, rec, cfg.name, i, cfg.chat, extractor) for i, where, rec in shaped]
     if generated_set:
         return PromptSet(name=cfg.name, source=source, prompts=_limit_and_split(cfg, prompts))
+    stop = () if cfg.lm_eval_task is None else tuple(dict.fromkeys(s for _, rec in records for s in rec["stop"]))
     seen: dict[str, int] = {}
     for p in prompts:
         seen[p.id] = seen.get(p.id, 0) + 1
     dups = sorted(k for k, v in seen.items() if v > 1)
     if dups:
         raise PromptError(f"prompt file {source}: duplicate ids {excerpt(dups[:5], 200)}; ids must be unique within a set")
-    return PromptSet(name=cfg.name, source=source, prompts=_limit_and_split(cfg, prompts))
+    return PromptSet(name=cfg.name, source=source, prompts=_limit_and_split(cfg, prompts), stop=stop)
 
 
 def humaneval_prompt_hashes() -> dict[str, frozenset[str]]:
