@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= cpu,dev,metrics,reasoning,humaneval,tasks
+EXTRAS ?= cpu,dev,metrics,reasoning,humaneval,tasks,lmeval
 
 .PHONY: help install quickstart smoke test test-fast lint-imports browser sandbox bench clean-reports study-seed
 

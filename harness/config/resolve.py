@@ -39,6 +39,7 @@ from harness.errors import ConfigError, DecevalError, excerpt
 from harness.metrics import METRICS, Metric
 from harness.prompts import PromptSetConfig
 from harness.tasks.extract import EXTRACTORS
+from harness.tasks.lm_eval_bridge import is_yaml_ref
 from harness.tasks.sources import FILE_SUFFIXES, HFDataset, Template
 from strategies import STRATEGIES
 
@@ -367,12 +368,14 @@ def _resolve_prompt_sets(cfg: RawConfig, source: str) -> list[PromptSetConfig]:
         key = f"{source}: prompt_sets[{i}]"
         if entry.path and entry.hf_dataset:
             raise ConfigError(f"{key}: give 'path' (a file) or 'hf_dataset', not both")
-        if not entry.name and not entry.path and not entry.hf_dataset:
+        if not entry.name and not entry.path and not entry.hf_dataset and not entry.lm_eval_task:
             raise ConfigError(f"{key}: give a built-in 'name' or a 'path' to a JSONL/Parquet/CSV file (or an "
-                              f"'hf_dataset')")
+                              f"'hf_dataset', or an 'lm_eval_task')")
+        _check_lm_eval_keys(entry, key)
         _check_task_keys(entry, key)
         hf = entry.hf_dataset
-        name = entry.name or (Path(entry.path).stem if entry.path else hf.path.rstrip("/").rsplit("/", 1)[-1])
+        name = entry.name or (_lm_eval_set_name(entry.lm_eval_task) if entry.lm_eval_task else
+                              Path(entry.path).stem if entry.path else hf.path.rstrip("/").rsplit("/", 1)[-1])
         prompt_sets.append(PromptSetConfig(
             name=slugify(name), path=entry.path, chat=cfg.chat if entry.chat is None else entry.chat,
             limit=entry.limit, split=entry.split, dev_fraction=entry.dev_fraction,
@@ -380,10 +383,35 @@ def _resolve_prompt_sets(cfg: RawConfig, source: str) -> list[PromptSetConfig]:
                                                          data_files=hf.data_files),
             fields={k: v for k, v in (entry.fields.model_dump() if entry.fields else {}).items() if v is not None},
             template=entry.template, fewshot=entry.fewshot, fewshot_path=entry.fewshot_path,
-            extractor=entry.extractor, licence=entry.licence))
+            extractor=entry.extractor, licence=entry.licence, lm_eval_task=entry.lm_eval_task,
+            num_fewshot=entry.num_fewshot))
     if len({p.name for p in prompt_sets}) != len(prompt_sets):
         raise ConfigError(f"{source}: prompt_sets: duplicate prompt set names; give each a distinct 'name'")
     return prompt_sets
+
+
+#: The keys that say where a set's prompts come from and how they are made and read; an
+#: lm_eval_task entry takes all of that from the lm-eval task.
+_OWN_DATA_KEYS = ("path", "hf_dataset", "fields", "template", "fewshot", "fewshot_path", "extractor")
+
+
+def _lm_eval_set_name(task_ref: str) -> str:
+    """An lm_eval_task entry's default name: the task name, or the YAML file's name."""
+    return Path(task_ref).stem if is_yaml_ref(task_ref) else task_ref
+
+
+def _check_lm_eval_keys(entry: PromptSetEntry, key: str) -> None:
+    """An lm_eval_task entry gives none of the own-data keys; num_fewshot belongs to one."""
+    if entry.lm_eval_task is None:
+        if entry.num_fewshot is not None:
+            raise ConfigError(f"{key}.num_fewshot: only for an lm_eval_task entry; for your own data give "
+                              f"fewshot: N")
+        return
+    given = [k for k in _OWN_DATA_KEYS if k in entry.model_fields_set and getattr(entry, k) not in (None, 0)]
+    if given:
+        raise ConfigError(f"{key}: lm_eval_task builds its prompts, few-shot examples and answers with the "
+                          f"lm-eval task itself; drop {', '.join(map(repr, given))} (they belong in the task YAML: "
+                          f"dataset_kwargs, doc_to_text, filter_list; the number of examples is num_fewshot)")
 
 
 def _check_task_keys(entry: PromptSetEntry, key: str) -> None:

@@ -119,6 +119,13 @@ class PromptSetEntry(_Strict):
     extractor: str | None = Field(None, description="the answer extractor exact_match compares (harness.tasks.extract)")
     licence: str | None = Field(None, min_length=1, max_length=200,
                                 description="the data's licence, recorded in run.json (a built-in states its own)")
+    lm_eval_task: str | None = Field(
+        None, min_length=1, description="an lm-evaluation-harness task (extra 'lmeval'): a task name lm-eval knows "
+        "or the path of a task YAML; lm-eval builds its prompts (doc_to_text, few-shot) and scores its rows (its "
+        "filters and metrics); generate_until tasks only")
+    num_fewshot: int | None = Field(None, ge=0, le=MAX_FEWSHOT, description="lm_eval_task: few-shot examples before "
+                                                                           "each prompt (lm-eval's --num_fewshot); "
+                                                                           "default: the task's own")
     chat: bool | None = None
     limit: int | None = Field(None, ge=1, le=MAX_PROMPT_LIMIT)
     split: Literal["dev", "test"] | None = Field(None, description="only the dev or the test part (a stable hash "

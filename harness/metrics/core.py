@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 from harness.errors import RegistryError
 from harness.registry import Registry
 from harness.tasks.extract import row_answer
+from harness.tasks.lm_eval_bridge import row_lm_eval_answer, score_lm_eval_rows
 
 #: The allowed aggregations of a metric's per-sample values.
 AGGREGATIONS: dict[str, Callable[[list[float]], float]] = {
@@ -144,11 +145,17 @@ def score_rows(rows: list[dict[str, Any]], names: Sequence[str]) -> None:
     :func:`harness.tasks.extract.row_answer`) and its metric columns, in place (None for
     error rows). ``rows`` should be the rows of one unit (batch metrics group them by prompt
     and unit). Engine metrics are left as :func:`score_on_engine` set them (None when it
-    did not run)."""
+    did not run).
+
+    Rows of an lm-eval task (extractor ``lm_eval:<task>``) are scored by the task itself
+    first, once per task (:func:`harness.tasks.lm_eval_bridge.score_lm_eval_rows`): their
+    ``extracted`` is lm-eval's filtered response, and the metrics read lm-eval's values
+    from ``row['_lm_eval']`` (``exact_match`` is lm-eval's exact_match)."""
     metrics = [METRICS.get(n) for n in names]
     ok = [r for r in rows if not is_error(r)]
+    score_lm_eval_rows(ok)
     for r in rows:
-        r["extracted"] = None if is_error(r) else row_answer(r)
+        r["extracted"] = None if is_error(r) else row_lm_eval_answer(r) if "_lm_eval" in r else row_answer(r)
     for m in metrics:
         if m.stage == "engine":
             for r in rows:

@@ -14,6 +14,7 @@ from harness.metrics.core import is_missing, register_metric
 from harness.metrics.sandbox import humaneval_passed
 from harness.tasks.extract import ANSWER_NORMALISATION, row_answer
 from harness.tasks.extract import exact_match as lm_eval_exact_match
+from harness.tasks.lm_eval_bridge import marked_task
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 
@@ -41,8 +42,14 @@ def _first_line(text: str) -> str:
 @register_metric("exact_match", higher_is_better=True, needs=["reference"],
                  description="first non-empty line of the completion equals the reference (normalised); with the "
                              "prompt set's answer extractor: the extracted answer equals it under lm-eval's GSM8K "
-                             "exact_match settings (no ',', '$' or final '.', any case)")
+                             "exact_match settings (no ',', '$' or final '.', any case); on an lm_eval_task's rows: "
+                             "lm-eval's own exact_match of the task (its filters, its metric settings)")
 def exact_match(row: dict[str, Any]) -> float | None:
+    if marked_task(row.get("extractor")) is not None:
+        # an lm-eval task's row: the task's own value (score_rows put it there), None when the
+        # task does not compute exact_match or the row was not scored
+        scored = row.get("_lm_eval")
+        return None if scored is None else scored.metrics.get("exact_match")
     answers = _answers(row)
     if not answers or not isinstance(row.get("completion"), str):
         return None

@@ -1,6 +1,7 @@
 """Prompt sets: built-ins shipped in the package, and the user's own data: JSONL, Parquet
 or CSV files and Hugging Face datasets (read, mapped, templated and given few-shot
-examples by :mod:`harness.tasks.sources`).
+examples by :mod:`harness.tasks.sources`), and lm-evaluation-harness tasks (prompts built
+by lm-eval itself, :mod:`harness.tasks.lm_eval_bridge`).
 
 Each prompt has a stable id (the file's ``id`` or ``<set>-<line number>``), its text, an
 optional reference answer with aliases, the answer extractor its set names, and a content
@@ -22,6 +23,7 @@ from harness.errors import PromptError, excerpt
 from harness.prompts import generated
 from harness.prompts.catalogue import TASKS, check_task, task_licence
 from harness.prompts.humaneval import HUMANEVAL_SET, humaneval_records
+from harness.tasks.lm_eval_bridge import lm_eval_marker, lm_eval_records
 from harness.tasks.sources import HFDataset, Shaping, read_records, records_from_hf, records_from_jsonl, shape_records
 
 
@@ -29,7 +31,8 @@ from harness.tasks.sources import HFDataset, Shaping, read_records, records_from
 class PromptSetConfig:
     """A prompt set to load: a built-in or generated set by ``name``, a file at ``path``
     (JSONL, Parquet or CSV) or a Hugging Face dataset (``hf_dataset``); its records mapped by
-    ``fields``, their prompt made by ``template``, with ``fewshot`` examples in front."""
+    ``fields``, their prompt made by ``template``, with ``fewshot`` examples in front. Or an
+    lm-eval task (``lm_eval_task``), whose prompts lm-eval builds and whose rows lm-eval scores."""
 
     name: str
     path: str | None  # None: built-in (or hf_dataset)
@@ -52,6 +55,10 @@ class PromptSetConfig:
     extractor: str | None = None
     #: the data's licence as the entry states it (None: the built-in's, or "not stated")
     licence: str | None = None
+    #: an lm-evaluation-harness task: a name lm-eval knows or the path of a task YAML
+    lm_eval_task: str | None = None
+    #: its few-shot examples (lm-eval's --num_fewshot); None: the task's own
+    num_fewshot: int | None = None
 
     @property
     def shaping(self) -> Shaping:
@@ -108,7 +115,8 @@ class Prompt:
     chat: bool = False
     # An invalid prompt (empty text, ...) is kept and becomes an error row, not a crash.
     error: str | None = None
-    #: the answer extractor its set names (harness.tasks.extract); None: the whole completion
+    #: the answer extractor its set names (harness.tasks.extract); None: the whole completion;
+    #: ``lm_eval:<task>``: the lm-eval task's own filters and metrics score it
     extractor: str | None = None
 
     @property
@@ -125,6 +133,9 @@ class PromptSet:
     source: str
     prompts: tuple[Prompt, ...] = field(repr=False)
     licence: str = ""
+    #: the stop strings its source asks generation for (an lm-eval task's ``until``); a run
+    #: stops at ``generation.stop`` only, and lm-eval's scoring cuts completions at these
+    stop: tuple[str, ...] = ()
 
     @property
     def hash(self) -> str:
@@ -176,7 +187,10 @@ def _make_prompt(where: str, rec: Any, set_name: str, index: int, chat: bool, ex
 
 
 def _records(cfg: PromptSetConfig) -> tuple[str, list[tuple[str, Any]]]:
-    """(source, records) of the set: generated, a Hugging Face dataset, a built-in or a file."""
+    """(source, records) of the set: an lm-eval task, generated, a Hugging Face dataset, a
+    built-in or a file."""
+    if cfg.lm_eval_task is not None:
+        return lm_eval_marker(cfg.lm_eval_task), lm_eval_records(cfg.lm_eval_task, cfg.num_fewshot, cfg.limit)
     if cfg.hf_dataset is not None:
         return f"hf:{cfg.hf_dataset.path}", records_from_hf(cfg.hf_dataset)
     if cfg.path is None and cfg.name in GENERATED_SETS:
@@ -201,7 +215,7 @@ def _with_task_shape(cfg: PromptSetConfig) -> tuple[PromptSetConfig, list[tuple[
     """A built-in task's prompt shape (fields, template, few-shot, extractor) where the entry
     gives none of its own, and the task's packaged few-shot examples."""
     task = TASKS.get(cfg.name)
-    if cfg.path is not None or cfg.hf_dataset is not None or task is None:
+    if cfg.path is not None or cfg.hf_dataset is not None or cfg.lm_eval_task is not None or task is None:
         return cfg, None
     shaped = dataclasses.replace(cfg, fields=cfg.fields or task.fields, template=cfg.template or task.template,
                                  fewshot=cfg.fewshot or task.fewshot, extractor=cfg.extractor or task.extractor)
@@ -220,17 +234,20 @@ def load_prompt_set(cfg: PromptSetConfig) -> PromptSet:
     if cfg.fewshot and cfg.fewshot_path is not None:
         fewshot_records = read_records(Path(cfg.fewshot_path))
     shaped = shape_records(records, cfg.shaping, source, fewshot_records)
-    prompts = [_make_prompt(where, rec, cfg.name, i, cfg.chat, cfg.extractor) for i, where, rec in shaped]
+    extractor = lm_eval_marker(cfg.lm_eval_task) if cfg.lm_eval_task is not None else cfg.extractor
+    prompts = [_make_prompt(where, rec, cfg.name, i, cfg.chat, extractor) for i, where, rec in shaped]
     licence = task_licence(cfg.name, source, cfg.licence)
     if generated_set:
         return PromptSet(name=cfg.name, source=source, prompts=_limit_and_split(cfg, prompts), licence=licence)
+    stop = () if cfg.lm_eval_task is None else tuple(dict.fromkeys(s for _, rec in records for s in rec["stop"]))
     seen: dict[str, int] = {}
     for p in prompts:
         seen[p.id] = seen.get(p.id, 0) + 1
     dups = sorted(k for k, v in seen.items() if v > 1)
     if dups:
         raise PromptError(f"prompt file {source}: duplicate ids {excerpt(dups[:5], 200)}; ids must be unique within a set")
-    return PromptSet(name=cfg.name, source=source, prompts=_limit_and_split(cfg, prompts), licence=licence)
+    return PromptSet(name=cfg.name, source=source, prompts=_limit_and_split(cfg, prompts), licence=licence,
+                     stop=stop)
 
 
 def humaneval_prompt_hashes() -> dict[str, frozenset[str]]:

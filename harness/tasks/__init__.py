@@ -1,7 +1,8 @@
 """Benchmark tasks from the user's own data: where the records come from and how they
 become prompts (:mod:`.sources`: JSONL, Parquet, CSV or a Hugging Face dataset, field
 mapping, template, few-shot), and how an answer is read back out of a completion
-(:mod:`.extract`: the answer extractors and lm-eval's exact match)."""
+(:mod:`.extract`: the answer extractors and lm-eval's exact match); and lm-evaluation-harness
+tasks, whose prompts and scores lm-eval itself makes (:mod:`.lm_eval_bridge`)."""
 
 from harness.tasks.extract import (
                                    ANSWER_NORMALISATION,
@@ -13,6 +14,12 @@ from harness.tasks.extract import (
                                    exact_match,
                                    get_extractor,
                                    row_answer,
+)
+from harness.tasks.lm_eval_bridge import (
+                                          LmEvalScore,
+                                          lm_eval_records,
+                                          lm_eval_score,
+                                          score_lm_eval_rows,
 )
 from harness.tasks.sources import (
                                    FIELD_KEYS,
@@ -29,6 +36,6 @@ from harness.tasks.sources import (
 )
 
 __all__ = ["ANSWER_NORMALISATION", "EXTRACTORS", "FIELD_KEYS", "FILE_SUFFIXES", "GSM8K_REGEXES_TO_IGNORE", "Extractor",
-           "HFDataset", "RegexExtractor", "Shaping", "Template", "describe_extractors", "exact_match", "get_extractor",
-           "read_records", "records_from_csv", "records_from_hf", "records_from_jsonl", "records_from_parquet",
-           "row_answer", "shape_records"]
+           "HFDataset", "LmEvalScore", "RegexExtractor", "Shaping", "Template", "describe_extractors", "exact_match",
+           "get_extractor", "lm_eval_records", "lm_eval_score", "read_records", "records_from_csv", "records_from_hf",
+           "records_from_jsonl", "records_from_parquet", "row_answer", "score_lm_eval_rows", "shape_records"]

@@ -153,6 +153,9 @@ class YesNo(Extractor):
         return m.group(1).lower() if m else None
 
 
+#: The extractor value of an lm-eval task's prompts and rows starts so (harness.tasks.lm_eval_bridge).
+LM_EVAL_MARKER = "lm_eval:"
+
 _INSTANCES: dict[str, Extractor] = {}
 
 
@@ -219,8 +222,10 @@ def _missing(value: Any) -> bool:
 
 def row_answer(row: dict[str, Any]) -> str | None:
     """The answer its prompt set's extractor finds in a row's completion; None when the
-    row has no extractor or no completion, or the extractor finds nothing."""
+    row has no extractor or no completion, or the extractor finds nothing, and for an
+    lm-eval task's row (extractor ``lm_eval:<task>``: the task's own filters find its answer,
+    :mod:`harness.tasks.lm_eval_bridge`)."""
     name, completion = row.get("extractor"), row.get("completion")
-    if _missing(name) or not isinstance(completion, str):
+    if _missing(name) or not isinstance(completion, str) or str(name).startswith(LM_EVAL_MARKER):
         return None
     return get_extractor(str(name))(completion)

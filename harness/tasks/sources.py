@@ -173,7 +173,7 @@ _OFFLINE_ENV = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
 
 
 @contextmanager
-def _offline(datasets_module: Any) -> Iterator[None]:
+def hf_offline(datasets_module: Any) -> Iterator[None]:
     """Hugging Face offline mode for one call: the environment variables, and the flags the
     imported ``datasets`` and ``huggingface_hub`` modules read from them when imported; all
     restored afterwards, so the rest of the process is left as it was."""
@@ -208,7 +208,7 @@ def records_from_hf(spec: HFDataset) -> list[Record]:
                           f"datasets); or save the data as a JSONL, Parquet or CSV file and give 'path:' "
                           f"instead") from None
     try:
-        with _offline(datasets):
+        with hf_offline(datasets):
             ds = datasets.load_dataset(spec.path, spec.name, data_files=spec.data_files, split=spec.split)
     except Exception as exc:  # noqa: BLE001 - not in the cache, a missing file, a bad split: say which and how to fix it
         detail = excerpt(f"{type(exc).__name__}: {exc}", 300, quote=False)
