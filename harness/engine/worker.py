@@ -125,6 +125,10 @@ def _generate(engine: Any, unit: WorkUnit, strategy: Any,
     return rows, todo, time.perf_counter() - t0
 
 
+#: A warm-up prompt's length at most: one full 32-token KV block and a partial tail.
+WARMUP_PROMPT_TOKENS = 48
+
+
 def warm_key(engine: Any, strategy: Any, n_sequences: int) -> tuple:
     """What a warm-up covers: the strategy (its sampler path and, for a stepwise one, its
     request pattern) and the batch size, bucketed to the next power of two."""
@@ -134,9 +138,11 @@ def warm_key(engine: Any, strategy: Any, n_sequences: int) -> tuple:
 def warm_up(engine: Any, unit: WorkUnit, strategy: Any,
             prepared: list[tuple[Prompt, list[int] | None, str | None]]) -> float:
     """Before the first timed unit of a (strategy, batch bucket) on this engine: run this
-    unit's strategy on its own prompts for ``engine.warmup_tokens`` tokens, discard the rows,
-    and empty the caches again. It pays what a first batch of that shape pays (allocations,
-    kernel selection for its shapes, the sampler path) and gives no unit a cached prompt.
+    unit's strategy on its own prompts, each cut to its first :data:`WARMUP_PROMPT_TOKENS`
+    tokens, for ``engine.warmup_tokens`` tokens, discard the rows, and empty the caches
+    again. It pays what a first batch of that shape pays (allocations for that many
+    sequences, the sampler path, a full KV block and a partial tail per prompt) without
+    paying the unit's whole prefill again, and gives no unit a cached prompt.
     Returns the seconds spent (0.0 when already warm); they go to the engine's warm-up."""
     tokens = int(getattr(engine.options, "warmup_tokens", 0) or 0)
     n = sum(unit.strategy.samples_per_prompt for _, ids, _ in prepared if ids is not None)
@@ -146,7 +152,8 @@ def warm_up(engine: Any, unit: WorkUnit, strategy: Any,
     t0 = time.perf_counter()
     short = dataclasses.replace(unit, strategy=dataclasses.replace(unit.strategy, max_tokens=min(
         tokens, unit.strategy.max_tokens)), timing_repeats=1)
-    _generate(engine, short, strategy, prepared)
+    cut = [(prompt, None if ids is None else ids[:WARMUP_PROMPT_TOKENS], error) for prompt, ids, error in prepared]
+    _generate(engine, short, strategy, cut)
     engine.reset_caches()  # also with share_prefix_cache: the warm-up gives no unit its prompts
     seconds = time.perf_counter() - t0
     engine.warm.keys.add(key)

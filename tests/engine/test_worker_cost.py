@@ -95,3 +95,25 @@ def test_timing_repeats_time_the_unit_again_from_the_same_empty_cache():
     once = execute_unit(ToyEngine({}), unit(*WSP, repeats=1))
     assert [r["computed_tokens"] for r in once.rows] == [r["computed_tokens"] for r in res.rows]
     assert [r["completion"] for r in once.rows] == [r["completion"] for r in res.rows]
+
+
+def test_the_warm_up_runs_the_units_prompts_cut_short_not_its_whole_prefill():
+    from harness.engine.worker import WARMUP_PROMPT_TOKENS
+
+    eng = ToyEngine({})
+    eng.encode = lambda text, chat=False: [1 + (i * 5 + len(text)) % 40 for i in range(100)]  # 100-token prompts
+    lengths: list[list[int]] = []
+    step = eng.next_token
+
+    def recording(sequences, **kw):
+        lengths.append([len(s) for s in sequences])
+        return step(sequences, **kw)
+
+    eng.next_token = recording
+    res = execute_unit(eng, unit(*WSP))
+    assert res.warmup_seconds > 0 and eng.warm.count == 1
+    assert min(lengths[0]) == WARMUP_PROMPT_TOKENS and max(lengths[0]) <= WARMUP_PROMPT_TOKENS
+    warm_calls = [ls for ls in lengths if max(ls) < 100]
+    assert warm_calls and all(max(ls) <= WARMUP_PROMPT_TOKENS + 4 for ls in warm_calls)  # warmup_tokens: 4
+    assert any(min(ls) >= 100 for ls in lengths)  # the timed unit ran the whole prompts
+    assert all(r["prompt_tokens"] == 100 for r in res.rows)
