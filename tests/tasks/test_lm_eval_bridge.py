@@ -23,6 +23,7 @@ from harness.metrics import score_rows
 from harness.prompts import PromptSetConfig, load_prompt_set
 from harness.tasks import lm_eval_bridge
 from harness.tasks.lm_eval_bridge import lm_eval_records, lm_eval_score
+from tests.fakes.scripted_runner import use_scripted_runner
 
 TEST = [{"question": "2+3", "answer": "5"}, {"question": "10-4", "answer": "6"},
         {"question": "7*6", "answer": "42"}, {"question": "9+9", "answer": "18"}]
@@ -286,39 +287,9 @@ TEXTS = {"greedy": [" 5\n", " 6", " 42", " 18"], "top_p": [" 4", " 6\n7", " 42",
          "wsp": [" 5", " 60", " -42", " 18 apples"]}
 
 
-class ToyScheduler:
-    """Runs each unit "on an engine" the way the worker makes rows, each strategy's text from TEXTS."""
-
-    def __init__(self, pools, **kwargs) -> None:
-        pass
-
-    def run(self, units, on_done, on_failed, on_retry=None):
-        from harness.engine.worker import UnitResult
-        from harness.rows import new_row
-        for unit in units:
-            rows = []
-            for p in unit.prompts:
-                r = new_row(unit, p, 0, unit.seed)
-                r.update(completion=TEXTS[unit.strategy.name][int(p.id)], completion_tokens=2, prompt_tokens=9,
-                         finish_reason="stop", latency_s=0.01, unit_seconds=0.02)
-                rows.append(r)
-            on_done(unit, UnitResult(unit.id, rows, 0.02, 2 * len(rows), {"pid": 0}))
-        return {}
-
-
-class _NoKept:
-    def keep(self, actors) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
-
-
 def test_a_run_writes_lm_evals_answers_and_exact_match_to_parquet(lm_eval, tmp_path, monkeypatch):
-    monkeypatch.setattr(runner, "start_ray", lambda *a, **k: None)
-    monkeypatch.setattr(runner, "start_pools", lambda *a, **k: ({}, {}))
-    monkeypatch.setattr(runner, "KEPT", _NoKept())
-    monkeypatch.setattr(runner, "Scheduler", ToyScheduler)
+    # each strategy's text from TEXTS, rows made the way the worker makes them
+    use_scripted_runner(monkeypatch, lambda unit, p: TEXTS[unit.strategy.name][int(p.id)], completion_tokens=2)
     path = task_yaml(tmp_path / "tasks", fewshot_split="train", num_fewshot=2)
     raw = base(tmp_path, {"lm_eval_task": str(path), "name": "arith"},
                strategies=[{"name": "greedy"}, {"name": "top_p", "top_p": 0.9}, {"name": "wsp"}])

@@ -21,6 +21,7 @@ from harness.prompts import load_prompt_set
 from harness.rows import sample_schema
 from harness.tasks import HFDataset
 from tests.fakes.rows import row
+from tests.fakes.scripted_runner import use_scripted_runner
 
 GSM = [
     {"qid": "g1", "question": "Natalia sold 48 clips in April and half as many in May. How many in all?",
@@ -133,44 +134,13 @@ def test_the_schema_has_the_extractor_and_extracted_columns():
 ANSWERS = {"g2": " 12/60*50 = 10\n#### 10", "g3": " 2+1 = 3\n#### 4", "g4": " It cost $130,000.\n"}
 
 
-class AnsweringScheduler:
-    """Runs each unit "on an engine" the way the worker makes rows, each prompt answered
-    from ANSWERS."""
-
-    def __init__(self, pools, **kwargs) -> None:
-        pass
-
-    def run(self, units, on_done, on_failed, on_retry=None):
-        from harness.engine.worker import UnitResult
-        from harness.rows import new_row
-        for unit in units:
-            rows = []
-            for p in unit.prompts:
-                r = new_row(unit, p, 0, unit.seed)
-                r.update(completion=ANSWERS[p.id], completion_tokens=4, prompt_tokens=9, finish_reason="stop",
-                         latency_s=0.01, unit_seconds=0.02)
-                rows.append(r)
-            on_done(unit, UnitResult(unit.id, rows, 0.02, 4 * len(rows), {"pid": 0}))
-        return {}
-
-
-class _NoKept:
-    def keep(self, actors) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
-
-
 @pytest.mark.parametrize("extractor,extracted,scores", [
     ("gsm8k_strict", ["10", "4", None], [1.0, 0.0, 0.0]),
     ("gsm8k_flexible", ["10", "4", "$130,000."], [1.0, 0.0, 1.0]),
 ])
 def test_a_run_writes_extracted_and_exact_match_to_parquet(tmp_path, monkeypatch, extractor, extracted, scores):
-    monkeypatch.setattr(runner, "start_ray", lambda *a, **k: None)
-    monkeypatch.setattr(runner, "start_pools", lambda *a, **k: ({}, {}))
-    monkeypatch.setattr(runner, "KEPT", _NoKept())
-    monkeypatch.setattr(runner, "Scheduler", AnsweringScheduler)
+    # each prompt answered from ANSWERS, rows made the way the worker makes them
+    use_scripted_runner(monkeypatch, lambda unit, p: ANSWERS[p.id], completion_tokens=4)
     cfg = resolve_config(base(tmp_path, **{**GSM_ENTRY, "extractor": extractor}), str(tmp_path / "own.yaml"))
     outcome = runner.run(cfg, out=io.StringIO(), progress=False)
     assert outcome.ok and outcome.units_done == 1
