@@ -48,7 +48,7 @@ def main() -> int:
     from harness.driver.placement import core_share
     from harness.hardware import cpu_info, resolve_dtype
     from harness.models import prepare
-    from harness.prompts import load_prompt_set
+    from harness.tasks import load_prompt_set
 
     cpu = cpu_info()
     cores = core_share(0, 1)

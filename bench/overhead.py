@@ -50,7 +50,7 @@ def main() -> None:
     from harness.metrics import default_metrics, score_rows
     from harness.models import prepare
     from harness.plan import WorkUnit
-    from harness.prompts import load_prompt_set
+    from harness.tasks import load_prompt_set
     from harness.plan import builtin_columns
     from harness.report import write_unit
     from harness.rows import sample_schema

@@ -136,7 +136,7 @@ def real_case(label: str, prompts: int, max_tokens: int, shard: int, replicas: i
 
     from harness.models import BUILTIN_MODELS, resolve_model
     from harness.plan import make_plan
-    from harness.prompts import load_prompt_set
+    from harness.tasks import load_prompt_set
     from harness.driver.placement import start_pools
     from harness.driver.scheduler import Scheduler
 

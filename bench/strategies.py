@@ -38,7 +38,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def load_prompts(n: int) -> list[str]:
     from harness.config import PromptSetConfig
-    from harness.prompts import load_prompt_set
+    from harness.tasks import load_prompt_set
     texts = []
     for name in ("open_ended", "facts"):
         texts += [p.text for p in load_prompt_set(PromptSetConfig(name=name, path=None, chat=False, limit=None)).prompts]

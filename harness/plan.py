@@ -8,7 +8,7 @@ from typing import Sequence
 
 from harness.config import RunConfig, StrategyConfig, slugify, stable_hash
 from harness.metrics import default_metrics
-from harness.prompts import Prompt, PromptSet
+from harness.tasks import Prompt, PromptSet
 from harness.rows import union_columns
 from strategies import STRATEGIES, builtin_names
 from strategies.base import Column

@@ -40,6 +40,10 @@ BASE_FIELDS: list[pa.Field] = [
     pa.field("timing_runs", pa.list_(pa.float64())), pa.field("latency_runs", pa.list_(pa.float64())),
     pa.field("cached_tokens", pa.int32()), pa.field("engine_requests", pa.int32()),
     pa.field("computed_tokens", pa.int64()),
+    # where the row was made: the Ray node id of the engine's actor, vLLM's model runner
+    # ("v1" or "v2"), and the decode path ("processor": inside generate through a logits
+    # processor; "native": vLLM's own sampling; "flat_logprobs" or "stepwise": the step driver)
+    pa.field("node_id", pa.string()), pa.field("model_runner", pa.string()), pa.field("decode_path", pa.string()),
 ]
 #: The last columns before the metrics: the step trace, then the row's error (None: a good row).
 TRACE_FIELD, ERROR_FIELD = "steps", "error"

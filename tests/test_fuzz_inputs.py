@@ -30,7 +30,7 @@ from harness.config import (
     resolve_config,
 )
 from harness.errors import DecevalError, PromptError
-from harness.prompts import PromptSet, load_prompt_set
+from harness.tasks import PromptSet, load_prompt_set
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_CONFIGS = {p.name: yaml.safe_load(p.read_text()) for p in sorted((ROOT / "configs").glob("*.yaml"))}

@@ -82,7 +82,7 @@ from harness.analysis.tables import format_table
 from harness.config import GateConfig, load_gate_config
 from harness.metrics import METRICS, direction_word
 from harness.metrics.sandbox import humaneval_task
-from harness.prompts import HUMANEVAL_SET
+from harness.tasks import HUMANEVAL_SET
 from harness.report import read_run_json, read_samples
 
 #: Columns every report row must carry for the pairing and the prompt-set check.

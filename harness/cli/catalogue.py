@@ -7,8 +7,8 @@ import argparse
 
 from harness import models
 from harness.errors import DecevalError
-from harness.prompts import PromptSetConfig, load_prompt_set
-from harness.prompts.catalogue import TASKS
+from harness.tasks import PromptSetConfig, load_prompt_set
+from harness.tasks.catalogue import TASKS
 from strategies import STRATEGIES
 
 

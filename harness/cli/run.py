@@ -13,7 +13,7 @@ from harness.driver.runner import describe_engine_costs, describe_engines, run
 from harness.metrics import METRICS
 from harness.metrics.sandbox import ALLOW_UNSANDBOXED_ENV, execution_mode, sandbox_problem
 from harness.plan import make_plan, metric_names
-from harness.prompts import HUMANEVAL_SET, load_prompt_set
+from harness.tasks import HUMANEVAL_SET, load_prompt_set
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

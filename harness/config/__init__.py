@@ -46,7 +46,7 @@ from harness.config.schema import (
                                     stable_hash,
 )
 from harness.config.tune import Constraint, Family, Space, TuneConfig, parse_tune_config
-from harness.prompts import PromptSetConfig
+from harness.tasks import PromptSetConfig
 
 __all__ = [
     "ConfigLoader", "Constraint", "DEFAULT_GATES", "Family", "Space", "TuneConfig", "parse_tune_config", "EngineOptions", "GateConfig", "GenerationOptions", "MAX_CONFIG_BYTES",

@@ -37,7 +37,7 @@ from harness.config.schema import (
 )
 from harness.errors import ConfigError, DecevalError, excerpt
 from harness.metrics import METRICS, Metric
-from harness.prompts import PromptSetConfig
+from harness.tasks import PromptSetConfig
 from harness.tasks.extract import EXTRACTORS
 from harness.tasks.lm_eval_bridge import is_yaml_ref
 from harness.tasks.sources import FILE_SUFFIXES, HFDataset, Template

@@ -15,7 +15,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.errors import ConfigError
-from harness.prompts import PromptSetConfig
+from harness.tasks import PromptSetConfig
 from strategies import get_strategy
 
 # ---- schema ---------------------------------------------------------------------------------

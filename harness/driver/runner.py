@@ -22,7 +22,7 @@ from harness.metrics import score_rows
 from harness.models import BUILTIN_MODELS, model_architecture, resolve_model
 from harness.models.capacity import model_capacity
 from harness.plan import WorkUnit, make_plan, metric_names, row_columns
-from harness.prompts import load_prompt_set
+from harness.tasks import load_prompt_set
 from harness.rows import columns_meta, sample_schema
 from harness.report import (
     RunLock,

@@ -12,7 +12,7 @@ from typing import Any
 from harness.engine.stepdriver import run_stepwise
 from harness.metrics import score_on_engine
 from harness.plan import WorkUnit
-from harness.prompts import Prompt
+from harness.tasks import Prompt
 from harness.rows import new_row
 from harness.seeding import sample_seed
 

@@ -71,7 +71,7 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 from harness.errors import DecevalError
-from harness.prompts import HUMANEVAL_SET, humaneval_problems, humaneval_prompt_hashes
+from harness.tasks import HUMANEVAL_SET, humaneval_problems, humaneval_prompt_hashes
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Records are read from a local JSONL, Parquet or CSV file (:func:`read_records`) 
 Hugging Face dataset, offline (:func:`records_from_hf`); each comes with where it was
 found (``file:line`` or ``file: row N``), which every error names.
 
-:func:`shape_records` then turns them into the records :mod:`harness.prompts.sets` makes
+:func:`shape_records` then turns them into the records :mod:`harness.tasks.sets` makes
 prompts of (``prompt``, ``reference``, ``id``, ``aliases``): the columns a ``fields``
 mapping names, the prompt text from a :class:`Template` over any of the record's fields,
 and ``fewshot`` solved examples put in front of each question.

@@ -4,7 +4,7 @@ the best configuration of each family then on the test split, as a normal report
 Flow (one driver process, the engines loaded once and kept between runs):
 
 1. The config's prompt sets are cut into dev and test by a stable hash of each prompt id
-   (``tune.dev_fraction``; harness.prompts.in_dev_split), so a prompt never moves between
+   (``tune.dev_fraction``; harness.tasks.in_dev_split), so a prompt never moves between
    splits and tuning never sees a test prompt.
 2. Round r asks each family that still has budget for one trial (Optuna's ask-and-tell:
    a seeded TPE sampler with the constraints, or a grid sampler when every searched

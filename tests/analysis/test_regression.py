@@ -264,7 +264,7 @@ def test_gated_metric_the_candidate_lacks_fails(tmp_path):
 
 
 def _humaneval_report(root: Path, run_id: str, solve: bool) -> Path:
-    from harness.prompts import Prompt, humaneval_problems
+    from harness.tasks import Prompt, humaneval_problems
     rows = []
     for i in range(4):
         pid = f"HumanEval/{i}"

@@ -332,7 +332,7 @@ def test_planned_rows_cap_is_lifted_by_force(tmp_path, capsys):
 def test_planned_rows_match_the_plan():
     from harness.config import planned_rows
     from harness.plan import make_plan
-    from harness.prompts import load_prompt_set
+    from harness.tasks import load_prompt_set
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml")
     sets = [load_prompt_set(p) for p in cfg.prompt_sets]
     units = make_plan(cfg, sets)

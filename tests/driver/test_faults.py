@@ -74,7 +74,7 @@ def write_config(tmp: Path, *, replicas: int = 1, cores: str | None = None,
 
 def expected_keys(cfg) -> set[tuple]:
     from harness.plan import make_plan
-    from harness.prompts import load_prompt_set
+    from harness.tasks import load_prompt_set
     units = make_plan(cfg, [load_prompt_set(p) for p in cfg.prompt_sets])
     return {(u.id, p.id, s) for u in units for p in u.prompts for s in range(u.strategy.samples_per_prompt)}
 
@@ -339,7 +339,7 @@ def test_resume_into_a_folder_of_another_config_is_refused(tmp_path):
     from harness.driver.runner import _check_resumable
     from harness.errors import ConfigError
     from harness.plan import make_plan
-    from harness.prompts import load_prompt_set
+    from harness.tasks import load_prompt_set
     cfg = load_config(write_config(tmp_path))
     units = make_plan(cfg, [load_prompt_set(p) for p in cfg.prompt_sets])
     run_dir = tmp_path / "reports" / "r"

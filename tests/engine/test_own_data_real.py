@@ -16,7 +16,7 @@ from harness.config import resolve_config
 from harness.engine.worker import execute_unit
 from harness.metrics import score_rows
 from harness.plan import make_plan
-from harness.prompts import load_prompt_set
+from harness.tasks import load_prompt_set
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[2]

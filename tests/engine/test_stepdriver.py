@@ -19,7 +19,7 @@ from harness.config import load_config
 from harness.engine.stepdriver import run_stepwise
 from harness.engine.worker import execute_unit
 from harness.plan import make_plan, row_columns
-from harness.prompts import load_prompt_set
+from harness.tasks import load_prompt_set
 from harness.report import write_unit
 from harness.rows import sample_schema
 from strategies import get_strategy

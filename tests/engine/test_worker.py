@@ -8,7 +8,7 @@ import pytest
 from harness.config import PromptSetConfig, StrategyConfig
 from harness.engine.worker import execute_unit
 from harness.plan import WorkUnit
-from harness.prompts import Prompt, load_prompt_set
+from harness.tasks import Prompt, load_prompt_set
 from harness.seeding import sample_seed
 
 pytestmark = pytest.mark.engine

@@ -15,7 +15,7 @@ import pytest
 from harness.config import StrategyConfig
 from harness.engine.worker import execute_unit, warm_key
 from harness.plan import WorkUnit
-from harness.prompts import Prompt
+from harness.tasks import Prompt
 from strategies import get_strategy
 from tests.fakes.toy_actor import ColdToyEngine, ToyEngine
 

@@ -20,7 +20,7 @@ import pytest
 from harness.analysis.leaderboard import rescore_missing
 from harness.cli import main
 from harness.metrics import sandbox, score_rows
-from harness.prompts import Prompt
+from harness.tasks import Prompt
 from harness.report import write_run_json, write_unit
 from harness.rows import sample_schema
 

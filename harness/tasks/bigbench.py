@@ -1,4 +1,4 @@
-"""Benchmarks taken out of package archives on PyPI (:mod:`harness.prompts.archive`):
+"""Benchmarks taken out of package archives on PyPI (:mod:`harness.tasks.archive`):
 StrategyQA and TruthfulQA (multiple choice) from BIG-bench's task files in the ``bigbench``
 1.0.0 source archive, and WritingBench's English queries from the ``inspect-evals`` 0.26.0
 wheel. Each function reads the member file and returns prompt records {"id", "prompt",
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import PromptError
-from harness.prompts.archive import PackageArchive
+from harness.tasks.archive import PackageArchive
 
 _TASKS = "bigbench-1.0.0/bigbench/benchmark_tasks"
 STRATEGYQA_MEMBER = f"{_TASKS}/strategyqa/task.json"

@@ -6,7 +6,7 @@ import pytest
 
 from harness.config import PromptSetConfig
 from harness.errors import DecevalError, PromptError
-from harness.prompts import BUILTIN_SETS, load_prompt_set
+from harness.tasks import BUILTIN_SETS, load_prompt_set
 
 
 def cfg(name="s", path=None, chat=False, limit=None):
@@ -154,7 +154,7 @@ def test_json_a_prompt_file_cannot_hold(tmp_path, line, message):
 
 
 def test_dev_and_test_splits_are_stable_disjoint_and_cover_the_set():
-    from harness.prompts import in_dev_split
+    from harness.tasks import in_dev_split
 
     whole = load_prompt_set(PromptSetConfig(name="facts", path=None, chat=False, limit=None)).prompts
     dev = load_prompt_set(PromptSetConfig("facts", None, False, None, split="dev", dev_fraction=0.5)).prompts

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from harness.errors import PromptError, excerpt
-from harness.prompts import generated
-from harness.prompts.catalogue import TASKS, check_task, task_licence
-from harness.prompts.humaneval import HUMANEVAL_SET, humaneval_records
+from harness.tasks import generated
+from harness.tasks.catalogue import TASKS, check_task, task_licence
+from harness.tasks.humaneval import HUMANEVAL_SET, humaneval_records
 from harness.tasks.lm_eval_bridge import lm_eval_marker, lm_eval_records
 from harness.tasks.sources import HFDataset, Shaping, read_records, records_from_hf, records_from_jsonl, shape_records
 

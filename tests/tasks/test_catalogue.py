@@ -12,8 +12,8 @@ import pytest
 from harness.cli import main
 from harness.errors import PromptError
 from harness.metrics.task import exact_match
-from harness.prompts import PromptSetConfig, load_prompt_set
-from harness.prompts.catalogue import TASKS, USER_LICENCE, TaskData, check_task
+from harness.tasks import PromptSetConfig, load_prompt_set
+from harness.tasks.catalogue import TASKS, USER_LICENCE, TaskData, check_task
 
 
 def _load(name: str, **kw) -> object:
