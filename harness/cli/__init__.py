@@ -1,7 +1,7 @@
 """``deceval``: run decoding-strategy evaluations and work with their reports.
 
 One module per command group: :mod:`.run` (run, validate), :mod:`.catalogue` (strategies,
-models, prompts), :mod:`.doctor`, :mod:`.reports` (leaderboard, compare, metrics) and
+models, prompts), :mod:`.doctor`, :mod:`.reports` (leaderboard, compare, view, metrics) and
 :mod:`.cluster` (submit), :mod:`.tune`, :mod:`.probe` and :mod:`.study`. Heavy libraries (vllm, torch, ray) load only when a command
 needs them, so ``--help`` and config validation start in a fraction of a second.
 """

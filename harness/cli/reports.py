@@ -1,4 +1,4 @@
-"""CLI commands over reports: leaderboard, compare and metrics."""
+"""CLI commands over reports: leaderboard, compare, view (the sample explorer) and metrics."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from harness.analysis.leaderboard import (
     to_markdown,
     write_leaderboard,
 )
+from harness.analysis.explorer import default_out, view_command, write_explorer
 from harness.analysis.regression import compare, format_comparison
 from harness.config import load_gate_config
 from harness.errors import DecevalError
@@ -69,7 +70,40 @@ def _cmd_compare(args: argparse.Namespace) -> int:
               f"{Path(where.filename).name}:{where.lineno}); please report this bug", file=sys.stderr)
         return 2
     print(text)
+    _explorer_for_compare(args, result)
     return 0 if result.passed else 1
+
+
+def _explorer_for_compare(args: argparse.Namespace, result) -> None:
+    """The sample explorer of the two gated runs: written with ``--view FILE.html``, else the
+    command that writes it; it opens on the first failing gated metric, regressed rows first."""
+    failing = result.table[result.table["gated"] & (result.table["non_inferior"] == False)]  # noqa: E712
+    metrics = list(dict.fromkeys(map(str, failing["metric"])))
+    if not args.view:
+        print("\nsamples side by side, regressed first: "
+              + view_command([args.baseline, args.candidate], "compare.html", metrics[0] if metrics else None), file=sys.stderr)
+        return
+    try:
+        path, _ = write_explorer([args.baseline, args.candidate], args.view, prefer=metrics)
+    except (OSError, ValueError) as exc:  # the verdict stands; only the page is missing
+        print(f"error: cannot write the explorer to {args.view}: {exc}", file=sys.stderr)
+        return
+    print(f"\nexplorer: {path.resolve().as_uri()} (samples side by side, regressed first)", file=sys.stderr)
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    try:
+        out = Path(args.out) if args.out else default_out(args.reports)
+        path, data = write_explorer(args.reports, out, baseline=args.baseline, metric=args.metric)
+    except (FileNotFoundError, ValueError, DecevalError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write the explorer: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"{path} ({len(data['cells'])} samples, {len(data['rows'])} rows, {len(data['cols'])} columns, "
+          f"{path.stat().st_size / 1e6:.1f} MB): open it in a browser")
+    return 0
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
@@ -81,7 +115,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def add_report_commands(sub: "argparse._SubParsersAction") -> None:
-    """Add ``leaderboard``, ``compare`` and ``metrics`` subparsers."""
+    """Add ``leaderboard``, ``compare``, ``view`` and ``metrics`` subparsers."""
     lb = sub.add_parser("leaderboard", help="rank strategies per model and metric over one or more reports; "
                                             "writes Markdown, CSV and an HTML page with plots")
     lb.add_argument("reports", nargs="*", metavar="REPORT",
@@ -109,7 +143,21 @@ def add_report_commands(sub: "argparse._SubParsersAction") -> None:
                    help="compute a code metric (pass@k) a report lacks by running its generated code in the "
                         "sandbox (off: reading a report never runs code; a gated one then fails the gate)")
     c.add_argument("--csv", help="also write the comparison table to this CSV file (its folder must exist)")
+    c.add_argument("--view", metavar="FILE.html",
+                   help="also write the sample explorer of the two runs to this file (regressed prompts first, on "
+                        "the first failing gated metric); without it, the deceval view command is printed")
     c.set_defaults(func=_cmd_compare)
+
+    v = sub.add_parser("view", help="write one self-contained HTML file to read the samples: prompts as rows, "
+                                    "strategies as columns, word diffs against a baseline, regressed prompts first")
+    v.add_argument("reports", nargs="+", metavar="REPORT",
+                   help="report folders (reports/<run_id>), folders of them, or report URIs; with two or more runs "
+                        "and no --baseline, each strategy is diffed against the same label in the first run")
+    v.add_argument("--baseline", metavar="LABEL", help="the strategy label every other strategy is diffed against")
+    v.add_argument("--metric", help="the metric of the paired differences the page opens on (default: the first "
+                                    "gated metric of the first run, else a quality metric)")
+    v.add_argument("--out", metavar="FILE.html", help="output file (default: <first report>/explorer.html)")
+    v.set_defaults(func=_cmd_view)
 
     m = sub.add_parser("metrics", help="list metrics with direction, aggregation and needs")
     m.set_defaults(func=_cmd_metrics)
