@@ -410,6 +410,7 @@ PAGE_JS = r"""
   }
   controls();
   apply();
+  document.body.dataset.readyMs = performance.now().toFixed(0);  // parse, index, first page drawn
   document.body.setAttribute("data-ready", "1");
 })();
 """
