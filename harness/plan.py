@@ -23,6 +23,8 @@ class WorkUnit:
     prompts: tuple[Prompt, ...]
     seed: int
     shard: int
+    #: where generation stops besides EOS and max_tokens: generation.stop and the stop strings
+    #: of the unit's prompt set (:func:`stop_groups`); part of the id
     stop: tuple[str, ...]
     #: metric names (not part of the id: metrics do not change what is generated)
     metrics: tuple[str, ...] | None = None
@@ -69,22 +71,36 @@ def declared_columns(classes: Sequence[type]) -> tuple[list[Column], list[Column
             union_columns((c.step_fields for c in classes), "step-trace field"))
 
 
+def stop_groups(stop: Sequence[str], prompt_sets: Sequence[PromptSet]) -> list[tuple[tuple[str, ...], list[Prompt]]]:
+    """The run's prompts, in order, grouped by the stop strings generation stops at for them:
+    ``generation.stop`` followed by their prompt set's own (an lm-eval task's ``until``
+    strings, :attr:`PromptSet.stop`). A unit holds prompts of one group only, so a set's stop
+    strings never cut another set's completions. Sets without stop strings of their own
+    form one group, sharded across sets as a run without lm-eval tasks always was."""
+    groups: dict[tuple[str, ...], list[Prompt]] = {}
+    for ps in prompt_sets:
+        merged = (*stop, *(s for s in dict.fromkeys(ps.stop) if s not in stop))
+        groups.setdefault(merged, []).extend(ps.prompts)
+    return list(groups.items())
+
+
 def make_plan(cfg: RunConfig, prompt_sets: Sequence[PromptSet]) -> list[WorkUnit]:
     metrics = tuple(metric_names(cfg))
-    prompts = [p for ps in prompt_sets for p in ps.prompts]
+    chunks = [(stop, chunk) for stop, prompts in stop_groups(cfg.stop, prompt_sets)
+              for chunk in shard(prompts, cfg.shard_size)]
     units = []
     for model in cfg.models:
         for strategy in cfg.strategies:
             # A deterministic strategy gives the same output for every seed: run it once.
             seeds = cfg.seeds[:1] if strategy.build().deterministic else cfg.seeds
             for seed in seeds:
-                for index, chunk in enumerate(shard(prompts, cfg.shard_size)):
+                for index, (stop, chunk) in enumerate(chunks):
                     uid = stable_hash({
                         "model": model.name, "ref": model.ref, "dtype": model.engine.dtype,
-                        "strategy": strategy.id, "seed": seed, "stop": list(cfg.stop),
+                        "strategy": strategy.id, "seed": seed, "stop": list(stop),
                         "prompts": [(p.set, p.id, p.hash) for p in chunk],
                     })[:16]
                     units.append(WorkUnit(id=uid, model=model.name, model_ref=model.ref, strategy=strategy,
-                                          prompts=chunk, seed=seed, shard=index, stop=cfg.stop,
+                                          prompts=chunk, seed=seed, shard=index, stop=stop,
                                           metrics=metrics, timing_repeats=cfg.timing_repeats))
     return units

@@ -121,10 +121,10 @@ def _run_locked(cfg: RunConfig, run_id: str, run_dir: Path, *, address: str | No
     for relpath, problem, aside in set_aside_files:
         print(f"  unit file {relpath} {problem}: moved aside to {aside.name}, redoing it", file=out)
     for ps in prompt_sets:
-        missing = [s for s in ps.stop if s not in cfg.stop]
-        if missing:
-            print(f"  prompt set {ps.name}: its task stops generation at {missing!r}; this run does not (add them "
-                  f"to generation.stop to save the tokens); scoring cuts the completions there", file=out)
+        own = [s for s in ps.stop if s not in cfg.stop]
+        if own:
+            print(f"  prompt set {ps.name}: generation also stops at its task's stop strings {own!r} (its units "
+                  f"only)", file=out)
 
     model_paths, architectures = _resolve_models(cfg)
     run_meta = {

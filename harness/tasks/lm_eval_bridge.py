@@ -17,11 +17,11 @@ gets the exact_match lm-eval would give the same completions.
 
 What follows lm-eval and what does not:
 
-- The task's ``until`` strings are recorded on each record (``stop``) but the run does not
-  stop generating at them (a unit's stop strings are ``generation.stop``, one list for all
-  its prompt sets; give them there to save the tokens). Scoring cuts each completion at the
-  first of them, as every lm-eval model does with its output
-  (``lm_eval.models.utils.postprocess_generated_text``), so the score is the same either way.
+- The task's ``until`` strings are recorded on each record (``stop``) and stop generation:
+  the set's units stop at ``generation.stop`` and at them (:func:`harness.plan.stop_groups`;
+  a unit never mixes sets with different stop strings). Scoring also cuts each completion
+  at the first of them, as every lm-eval model does with its output
+  (``lm_eval.models.utils.postprocess_generated_text``).
   Its other ``generation_kwargs`` (temperature, do_sample, max_gen_toks) are lm-eval's
   decoding settings: here the strategy and ``max_tokens`` decide.
 - Each sample is its own lm-eval response (``repeats: 1``): filters that combine a doc's

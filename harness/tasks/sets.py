@@ -133,8 +133,9 @@ class PromptSet:
     source: str
     prompts: tuple[Prompt, ...] = field(repr=False)
     licence: str = ""
-    #: the stop strings its source asks generation for (an lm-eval task's ``until``); a run
-    #: stops at ``generation.stop`` only, and lm-eval's scoring cuts completions at these
+    #: the stop strings its source asks generation for (an lm-eval task's ``until``): its
+    #: units stop at these besides ``generation.stop`` (harness.plan.stop_groups), and
+    #: lm-eval's scoring cuts completions at them too
     stop: tuple[str, ...] = ()
 
     @property

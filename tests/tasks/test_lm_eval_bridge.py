@@ -20,6 +20,7 @@ from harness.config import resolve_config
 from harness.driver import runner
 from harness.errors import ConfigError, PromptError
 from harness.metrics import score_rows
+from harness.plan import make_plan
 from harness.tasks import PromptSetConfig, load_prompt_set
 from harness.tasks import lm_eval_bridge
 from harness.tasks.lm_eval_bridge import lm_eval_records, lm_eval_score
@@ -296,7 +297,8 @@ def test_a_run_writes_lm_evals_answers_and_exact_match_to_parquet(lm_eval, tmp_p
     out = io.StringIO()
     outcome = runner.run(resolve_config(raw, str(tmp_path / "own.yaml")), out=out, progress=False)
     assert outcome.ok and outcome.units_done == 3
-    assert "prompt set arith: its task stops generation at ['\\n']; this run does not" in out.getvalue()
+    assert "prompt set arith: generation also stops at its task's stop strings ['\\n'] (its units only)" in \
+        out.getvalue()
     got = {}
     for f in (outcome.run_dir / "samples").rglob("*.parquet"):
         t = pq.read_table(f).sort_by("prompt_id").to_pydict()
@@ -310,3 +312,30 @@ def test_a_run_writes_lm_evals_answers_and_exact_match_to_parquet(lm_eval, tmp_p
     for name, texts in TEXTS.items():
         assert [(s.answer, s.metrics["exact_match"]) for s in lm_eval_score(str(path), None, list(enumerate(texts)))] \
             == list(zip(*got[name]))
+
+
+def test_an_lm_eval_tasks_until_strings_stop_generation_of_its_own_units_only(lm_eval, tmp_path, monkeypatch):
+    stops: dict[str, set] = {}
+
+    def script(unit, p):  # the stop strings each prompt was generated under
+        stops.setdefault(p.set, set()).add(unit.stop)
+        return " 5"
+
+    use_scripted_runner(monkeypatch, script, completion_tokens=2)
+    own = write_jsonl(tmp_path / "own.jsonl", [{"prompt": f"Q{i}", "reference": "5"} for i in range(3)])
+    raw = base(tmp_path, {"path": str(own), "name": "own"}, {"lm_eval_task": str(task_yaml(tmp_path / "t")),
+                                                            "name": "arith"}, {"name": "tiny", "limit": 2})
+    raw["generation"]["stop"] = ["###"]
+    cfg = resolve_config(raw, str(tmp_path / "own.yaml"))
+    sets = [load_prompt_set(p) for p in cfg.prompt_sets]
+    units = make_plan(cfg, sets)
+    # the sets without stop strings of their own share units, sharded across sets as before
+    assert [(sorted({p.set for p in u.prompts}), u.stop) for u in units] == [
+        (["own", "tiny"], ("###",)), (["arith"], ("###", "\n"))]
+    outcome = runner.run(cfg, out=io.StringIO(), progress=False)
+    assert outcome.ok and outcome.units_done == 2
+    assert stops == {"own": {("###",)}, "tiny": {("###",)}, "arith": {("###", "\n")}}
+    # until strings already in generation.stop add nothing: one unit, generation.stop as it is
+    raw["generation"]["stop"] = ["\n", "###"]
+    units = make_plan(resolve_config(raw, str(tmp_path / "own.yaml")), sets)
+    assert [u.stop for u in units] == [("\n", "###")]
