@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= cpu,dev,metrics,reasoning,humaneval,tasks,lmeval
+EXTRAS ?= cpu,dev,metrics,reasoning,humaneval,tasks,lmeval,mauve
 
 .PHONY: help install quickstart smoke test test-fast lint-imports browser sandbox bench clean-reports study-seed
 

@@ -18,7 +18,7 @@ from harness.driver.placement import KEPT, start_pools, start_ray
 from harness.driver.scheduler import Scheduler
 from harness.errors import ConfigError
 from harness.hardware import CpuInfo, cpu_info
-from harness.metrics import score_rows
+from harness.metrics import get_metric, score_rows
 from harness.models import BUILTIN_MODELS, model_architecture, resolve_model
 from harness.models.capacity import model_capacity
 from harness.plan import WorkUnit, make_plan, metric_names, row_columns
@@ -125,6 +125,10 @@ def _run_locked(cfg: RunConfig, run_id: str, run_dir: Path, *, address: str | No
         if own:
             print(f"  prompt set {ps.name}: generation also stops at its task's stop strings {own!r} (its units "
                   f"only)", file=out)
+    for name in target.metrics:
+        problem = get_metric(name).unavailable()
+        if problem is not None:
+            print(f"  metric {name} is unavailable here, its column stays empty: {problem}", file=out)
 
     model_paths, architectures = _resolve_models(cfg)
     run_meta = {

@@ -1,12 +1,13 @@
 """Metrics: the registry and scoring (:mod:`.core`) and the built-in metrics, registered
-on import in this order: task (:mod:`.task`), text (:mod:`.text`), cost (:mod:`.cost`).
+on import in this order: task (:mod:`.task`), text (:mod:`.text`), cost (:mod:`.cost`), and
+MAUVE (:mod:`.mauve`, a set-level metric whose package is an optional extra).
 Code metrics run generated code only in the sandbox (:mod:`.sandbox`).
 
-Heavy libraries (sacrebleu, sentence-transformers) are imported inside the functions that
+Heavy libraries (sacrebleu, sentence-transformers, mauve-text, torch) are imported inside the functions that
 need them: importing this package costs no model load.
 """
 
-from harness.metrics import cost, task, text  # noqa: E402,F401 - registers the built-in metrics, in this order
+from harness.metrics import cost, mauve, task, text  # noqa: E402,F401 - registers the built-in metrics, in this order
 from harness.metrics.core import (
                                   AGGREGATIONS,
                                   METRICS,

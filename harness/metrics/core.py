@@ -39,7 +39,7 @@ AGGREGATIONS: dict[str, Callable[[list[float]], float]] = {
     "sum": sum,
 }
 #: What a metric may need.
-NEEDS = frozenset({"reference", "samples", "scorer", "embedder", "code"})
+NEEDS = frozenset({"reference", "samples", "scorer", "embedder", "features", "code"})
 STAGES = ("row", "engine")
 
 
@@ -62,7 +62,8 @@ class Metric:
     description: str
     aggregation: str = "mean"
     #: what it needs: "reference", "samples" (several per prompt), "scorer" (a model),
-    #: "embedder" (a sentence-embedding model), "code" (runs generated code in a sandbox)
+    #: "embedder" (a sentence-embedding model), "features" (a feature model's hidden states),
+    #: "code" (runs generated code in a sandbox)
     needs: frozenset[str] = field(default_factory=frozenset)
     default: bool = True
     #: fn takes all rows of a unit and returns one value per row
@@ -71,6 +72,13 @@ class Metric:
     stage: str = "row"
     #: a short unit for tables ("%", "tok/s", ...)
     unit: str = ""
+    #: () -> None when the metric can be computed here, else why not and how to fix it (an
+    #: optional extra that is not installed); an unavailable metric leaves its column empty
+    problem: Callable[[], str | None] | None = None
+
+    def unavailable(self) -> str | None:
+        """None when the metric can be computed here, else why not (its ``problem``)."""
+        return None if self.problem is None else self.problem()
 
     @property
     def runs_code(self) -> bool:
@@ -98,7 +106,7 @@ METRICS: Registry = Registry("metric", validate=_check_metric)
 
 def register_metric(name: str, *, higher_is_better: bool | None, description: str, aggregation: str = "mean",
                     needs: Sequence[str] = (), default: bool = True, batch: bool = False, stage: str = "row",
-                    unit: str = ""):
+                    unit: str = "", problem: Callable[[], str | None] | None = None):
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"metric {name!r}: aggregation must be one of {sorted(AGGREGATIONS)}, got {aggregation!r}")
     unknown = set(needs) - NEEDS
@@ -109,7 +117,7 @@ def register_metric(name: str, *, higher_is_better: bool | None, description: st
 
     def decorator(fn: Callable[..., Any]):
         METRICS.register(name, Metric(name, fn, higher_is_better, description, aggregation, frozenset(needs),
-                                      default, batch, stage, unit))
+                                      default, batch, stage, unit, problem))
         return fn
     return decorator
 
