@@ -5,6 +5,8 @@ live here, so the engine configures them without importing vllm or torch.
 - :mod:`.samplers`: the V1 logits processor that applies the samplers' rules (typical, eta,
   epsilon, Mirostat v2, dynamic top-p) inside ``generate``; its request key is
   :data:`strategies.base.SAMPLER_ARG`;
+- :mod:`.v2`: the same two processors for vLLM's model runner V2 (the CUDA default);
+- :mod:`.rules`: the counts, masks and per-request state both pairs share;
 - :mod:`.tailcache`: the KV connector that reuses sub-block prompt tails between steps.
 """
 
@@ -13,6 +15,11 @@ NUCLEUS_ARG = "deceval_nucleus_p"
 #: The V1 logits processors' FQCNs, for ``LLM(logits_processors=[...])``.
 NUCLEUS_PROCESSOR = "harness.engine.vllm_ext.nucleus:NucleusCountProcessor"
 SAMPLER_PROCESSOR = "harness.engine.vllm_ext.samplers:SamplerProcessor"
+#: Their twins for vLLM's model runner V2.
+NUCLEUS_PROCESSOR_V2 = "harness.engine.vllm_ext.v2:NucleusCountProcessorV2"
+SAMPLER_PROCESSOR_V2 = "harness.engine.vllm_ext.v2:SamplerProcessorV2"
+#: model runner ("v1" or "v2") -> (nucleus counter, sampler processor) it loads.
+PROCESSORS = {"v1": (NUCLEUS_PROCESSOR, SAMPLER_PROCESSOR), "v2": (NUCLEUS_PROCESSOR_V2, SAMPLER_PROCESSOR_V2)}
 
 #: ``SamplingParams.extra_args`` key: this request's prompt tail may be stored and reused.
 TAIL_ARG = "deceval_tail"

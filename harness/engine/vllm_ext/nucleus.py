@@ -9,11 +9,12 @@ the sampled token, and only ``top_k`` logprobs cross the process boundary instea
 the whole vocabulary. Returned logprobs stay raw (vLLM takes them before logits
 processors in ``raw_logprobs`` mode). Other requests are untouched.
 
-Only the V1 model runner runs V1 logits processors: the CPU build does; the CUDA
-build's default "model runner V2" rejects them unless ``VLLM_USE_V2_MODEL_RUNNER=0``
-(vLLM's CUDA build was not available to test); the engine falls back to
-full-vocabulary flat logprobs there. ``apply`` itself is plain torch and gave the same
-counts on an H200 as on the CPU and in numpy (``scripts/cuda_tensor_check.py``).
+The count itself is :func:`harness.engine.vllm_ext.rules.apply_nucleus`, shared with the V2
+model runner's twin (:class:`harness.engine.vllm_ext.v2.NucleusCountProcessorV2`); this class
+only follows vLLM V1's batch rows. The engine registers the twin that matches the model
+runner vLLM chose (``harness.engine.engine.Engine``): V1 on the CPU build, V2 by default on
+CUDA. ``apply`` itself is plain torch and gave the same counts on an H200 as on the CPU and
+in numpy (``scripts/cuda_tensor_check.py``).
 
 vLLM loads this class in its model-runner process by its name
 (``harness.engine.vllm_ext.NUCLEUS_PROCESSOR``); nothing else imports this module.
@@ -28,57 +29,22 @@ from vllm.v1.sample.logits_processor import LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
 from harness.engine.vllm_ext import NUCLEUS_ARG
+from harness.engine.vllm_ext.rules import apply_nucleus, nucleus_counts, nucleus_p_of
 
-
-def nucleus_counts(lp: torch.Tensor, ps: torch.Tensor) -> torch.Tensor:
-    """The exact top-p nucleus size of each row of float32 logprobs ``lp`` for its ``ps``
-    (float64): :func:`strategies.distributions.nucleus_size`, row by row; also used by the
-    sampler processor's dynamic top-p."""
-    vocab = lp.shape[1]
-    # Sorted probabilities are exp(sorted logprobs): sort in float32 (cheap), exp and sum
-    # in float64. Short heads first (exact: the top-k values are the first k of the
-    # full sort); only rows whose head does not reach p go on to a longer one.
-    n = torch.full((lp.shape[0],), vocab, dtype=torch.long, device=lp.device)
-    whole = ps >= 1.0  # p = 1: the whole support
-    if whole.any():
-        n[whole] = torch.isfinite(lp[whole]).sum(dim=-1)
-    todo = (~whole).nonzero().flatten()
-    for head in (64, 1024, vocab):
-        if not todo.numel():
-            break
-        head = min(head, vocab)
-        sub = lp[todo]
-        vals = (torch.topk(sub, head, dim=-1, sorted=True).values if head < vocab
-                else torch.sort(sub, dim=-1, descending=True).values)
-        c = torch.cumsum(torch.exp(vals.to(torch.float64)), dim=-1)
-        hit = c[:, -1] >= ps[todo]
-        if hit.any():
-            n[todo[hit]] = torch.searchsorted(c[hit], ps[todo][hit, None].contiguous(), right=False)[:, 0] + 1
-        todo = todo[~hit]  # left over after the full sort (rounding): the whole vocabulary
-    return n.clamp(1, vocab)
+__all__ = ["NucleusCountProcessor", "nucleus_counts"]
 
 
 class NucleusCountProcessor(LogitsProcessor):
     def __init__(self, vllm_config: Any, device: Any, is_pin_memory: bool) -> None:
         self.device = device
-        self.reqs: dict[int, float] = {}
+        self.reqs: dict[int, float] = {}  # batch row -> its request's nucleus p
 
     def is_argmax_invariant(self) -> bool:
         return False  # it decides the greedy token of the rows it counts
 
     def update_state(self, batch_update: Any) -> None:
-        process_dict_updates(self.reqs, batch_update,
-                             lambda params, _p, _o: (params.extra_args or {}).get(NUCLEUS_ARG))
+        process_dict_updates(self.reqs, batch_update, lambda params, _p, _o: nucleus_p_of(params.extra_args, NUCLEUS_ARG))
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        if not self.reqs:
-            return logits
         rows = sorted(r for r in self.reqs if r < logits.shape[0])
-        if not rows:
-            return logits
-        idx = torch.tensor(rows, dtype=torch.long, device=logits.device)
-        ps = torch.tensor([self.reqs[r] for r in rows], dtype=torch.float64, device=logits.device)
-        n = nucleus_counts(torch.log_softmax(logits[idx].to(torch.float32), dim=-1), ps)
-        logits[idx] = float("-inf")
-        logits[idx, n - 1] = 0.0
-        return logits
+        return apply_nucleus(logits, rows, [self.reqs[r] for r in rows])
