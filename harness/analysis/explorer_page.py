@@ -39,6 +39,7 @@ tr.regressed td.prompt{border-left:4px solid #b00020}tr.improved td.prompt{borde
 .chip.worse{background:#ffd8dc}.chip.better{background:#d6f5d6}
 .err{color:#b00020;font-weight:600}
 del{background:#ffd8dc;text-decoration:line-through}ins{background:#c8f0c8;text-decoration:none}
+del+ins{margin-left:3px}
 button.fold,button.open{font-size:11px;margin-top:3px}
 #pager{margin:8px 0;display:flex;gap:8px;align-items:center}
 aside#panel{position:fixed;top:0;right:0;width:min(720px,95vw);height:100vh;overflow:auto;background:#fff;
