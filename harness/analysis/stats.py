@@ -180,3 +180,210 @@ def paired_binary_noninferiority_p(n_worse: int, n_better: int, n_pairs: int, ma
         return 0.0
     q0 = min(1.0, (1 + margin * n_pairs / d) / 2)
     return float(binomtest(int(n_worse), d, q0, alternative="less").pvalue)
+
+
+# ---- deciding claims: paired t and exact paired binary tests, Holm, equivalence (TOST), power ----
+#
+# A claim test is the per-prompt differences d_i = treatment - control over n test prompts.
+# Continuous metrics: the paired t test (two-sided p, t interval). Binary metrics (one 0/1
+# value per prompt on each side): the exact McNemar test, and for equivalence the exact
+# conditional test of the discordant pairs (:func:`paired_binary_noninferiority_p`) both ways.
+# Sample sizes and detectable effects use the same two models: the noncentral t for paired
+# t tests, and for binary pairs the normal approximation of McNemar's test (Connor 1987):
+#
+#     n = (z_{1-a/2} sqrt(psi) + z_{power} sqrt(psi - delta^2))^2 / delta^2
+#
+# with psi the share of discordant pairs and delta the difference in proportions.
+
+DEFAULT_ALPHA = 0.05
+DEFAULT_POWER = 0.8
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (Holm 1979), in the input order: sort the m p-values
+    ascending, multiply the i-th smallest (i from 0) by m - i, take the running maximum so the
+    adjusted values keep the order, cap at 1. Rejecting where the adjusted p <= alpha controls
+    the family-wise error rate at alpha; it is what statsmodels' ``multipletests(method=
+    "holm")`` returns. NaN p-values (tests that could not run) are left out of m and stay NaN."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    if ok.size == 0:
+        return out
+    if np.any((p[ok] < 0) | (p[ok] > 1)):
+        raise ValueError(f"p-values must be in [0, 1], got {p[ok].tolist()}")
+    m = ok.size
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    out[order] = adjusted
+    return out
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A paired comparison over prompts: differences treatment - control."""
+
+    n: int  # prompts
+    mean: float  # mean difference
+    sd: float  # standard deviation of the per-prompt differences (ddof 1)
+    binary: bool  # one 0/1 value per prompt on both sides: McNemar's tests
+    n_better: int  # binary: prompts where treatment is 1 and control 0
+    n_worse: int  # binary: prompts where treatment is 0 and control 1
+    p: float  # two-sided p-value of "no difference"
+
+    @property
+    def discordant(self) -> float:
+        """The share of discordant pairs (binary) or NaN."""
+        return (self.n_better + self.n_worse) / self.n if self.binary and self.n else float("nan")
+
+    def interval(self, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
+        """The two-sided t interval of the mean difference (NaN below two prompts)."""
+        from scipy.stats import t
+        if self.n < 2:
+            return float("nan"), float("nan")
+        half = t.ppf(0.5 + confidence / 2, self.n - 1) * self.sd / np.sqrt(self.n)
+        return self.mean - half, self.mean + half
+
+    def equivalence_p(self, margin: float) -> float:
+        """TOST (Schuirmann 1987): the larger p-value of the two one-sided tests H0: mean <= -margin
+        and H0: mean >= +margin; small when the difference is within +-margin. Binary: the exact
+        conditional tests of the discordant pairs; else one-sided paired t tests."""
+        if margin <= 0:
+            raise ValueError(f"margin must be > 0, got {margin!r}")
+        if self.n < 2:
+            return float("nan")
+        if self.binary:
+            return max(paired_binary_noninferiority_p(self.n_worse, self.n_better, self.n, margin),
+                       paired_binary_noninferiority_p(self.n_better, self.n_worse, self.n, margin))
+        from scipy.stats import t
+        if self.sd == 0:
+            return 0.0 if abs(self.mean) < margin else 1.0
+        se = self.sd / np.sqrt(self.n)
+        p_low = t.sf((self.mean + margin) / se, self.n - 1)
+        p_high = t.cdf((self.mean - margin) / se, self.n - 1)
+        return float(max(p_low, p_high))
+
+    def mde(self, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER) -> float:
+        """The smallest true difference this many prompts detect with ``power`` at two-sided
+        ``alpha``, with this test's spread (sd, or the discordant share for binary)."""
+        if self.binary:
+            return mde_mcnemar(self.n, self.discordant, alpha, power)
+        return mde_paired_t(self.n, self.sd, alpha, power)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "diff": self.mean, "sd": self.sd, "binary": self.binary, "n_better": self.n_better,
+                "n_worse": self.n_worse, "p": self.p}
+
+
+def paired_test(df_a: Any, df_b: Any, metric: str) -> PairedTest:
+    """The paired test of B - A on ``metric`` over prompts (pairs as in :func:`paired_diff_ci`:
+    a prompt's samples and seeds averaged first)."""
+    from scipy.stats import ttest_1samp
+    pairs = paired_values(df_a, df_b, metric)
+    if len(pairs) == 0:
+        return PairedTest(0, float("nan"), float("nan"), False, 0, 0, float("nan"))
+    per = pairs.groupby(level=PROMPT_KEY, sort=True).mean()
+    a, b = per["a"].to_numpy(dtype=float), per["b"].to_numpy(dtype=float)
+    d = b - a
+    n = d.size
+    binary = bool(np.all(np.isin(a, (0.0, 1.0))) and np.all(np.isin(b, (0.0, 1.0))))
+    better, worse = int(np.sum(d > 0)), int(np.sum(d < 0))
+    sd = float(d.std(ddof=1)) if n > 1 else float("nan")
+    if binary:
+        p = mcnemar_exact(worse, better)
+    elif n < 2:
+        p = float("nan")
+    elif sd == 0:
+        p = 1.0 if d[0] == 0 else 0.0
+    else:
+        p = float(ttest_1samp(d, 0.0).pvalue)
+    return PairedTest(n, float(d.mean()), sd, binary, better if binary else 0, worse if binary else 0, p)
+
+
+def _check_alpha_power(alpha: float, power: float) -> None:
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    if not 0 < power < 1:
+        raise ValueError(f"power must be in (0, 1), got {power!r}")
+
+
+def power_paired_t(n: int, effect: float, sd: float, alpha: float = DEFAULT_ALPHA) -> float:
+    """Power of the two-sided paired t test with ``n`` prompts when the true mean difference is
+    ``effect`` and the differences' sd is ``sd`` (noncentral t, both tails)."""
+    from scipy.stats import nct, t
+    if n < 2:
+        return 0.0
+    df = n - 1
+    nc = effect / sd * np.sqrt(n)
+    crit = t.ppf(1 - alpha / 2, df)
+    upper, lower = nct.sf(crit, df, abs(nc)), nct.cdf(-crit, df, abs(nc))
+    # far in a tail scipy's noncentral t can return NaN: there the tail is 1 or 0
+    upper = (1.0 if abs(nc) > crit else 0.0) if np.isnan(upper) else upper
+    lower = 0.0 if np.isnan(lower) else lower
+    return float(min(1.0, upper + lower))
+
+
+def sample_size_paired_t(effect: float, sd: float, alpha: float = DEFAULT_ALPHA,
+                         power: float = DEFAULT_POWER) -> int:
+    """The fewest prompts for which the two-sided paired t test at ``alpha`` detects a true
+    mean difference ``effect`` with at least ``power`` (exact, by the noncentral t).
+    Cohen's d = effect / sd of 0.5 at alpha 0.05 and power 0.8 needs 34."""
+    _check_alpha_power(alpha, power)
+    if effect == 0 or not sd > 0:
+        raise ValueError(f"need effect != 0 and sd > 0, got effect={effect!r}, sd={sd!r}")
+    from scipy.stats import norm
+    n = max(2, int(np.floor(((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * sd / effect) ** 2)))
+    while power_paired_t(n, abs(effect), sd, alpha) < power:
+        n += 1
+    return n
+
+
+def mde_paired_t(n: int, sd: float, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER) -> float:
+    """The smallest true mean difference the two-sided paired t test with ``n`` prompts
+    detects with ``power`` (0 when sd is 0; NaN below two prompts)."""
+    _check_alpha_power(alpha, power)
+    if n < 2 or np.isnan(sd):
+        return float("nan")
+    if sd == 0:
+        return 0.0
+    from scipy.optimize import brentq
+    hi = 40 * sd / np.sqrt(n)  # a noncentrality of 40, raised while the power stays short (tiny n)
+    while power_paired_t(n, hi, sd, alpha) < power:
+        hi *= 4
+        if hi > 1e6 * sd:
+            return float("nan")
+    return float(brentq(lambda e: power_paired_t(n, e, sd, alpha) - power, 1e-9 * sd, hi, xtol=1e-10 * sd))
+
+
+def sample_size_mcnemar(effect: float, discordant: float, alpha: float = DEFAULT_ALPHA,
+                        power: float = DEFAULT_POWER) -> int:
+    """Pairs needed for McNemar's test (two-sided ``alpha``) to detect a difference in
+    proportions ``effect`` with ``power`` when a share ``discordant`` of the pairs disagree
+    (Connor 1987; see the section comment). Needs discordant >= |effect| (the difference
+    cannot exceed the discordant share)."""
+    _check_alpha_power(alpha, power)
+    e = abs(effect)
+    if not 0 < e <= discordant <= 1:
+        raise ValueError(f"need 0 < |effect| <= discordant <= 1, got effect={effect!r}, discordant={discordant!r}")
+    from scipy.stats import norm
+    za, zb = norm.ppf(1 - alpha / 2), norm.ppf(power)
+    return int(np.ceil((za * np.sqrt(discordant) + zb * np.sqrt(discordant - e ** 2)) ** 2 / e ** 2))
+
+
+def mde_mcnemar(n: int, discordant: float, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER) -> float:
+    """The smallest difference in proportions McNemar's test over ``n`` pairs detects with
+    ``power`` (the formula of :func:`sample_size_mcnemar` solved for the effect); NaN when the
+    discordant share is 0 or unknown, or no effect up to it is detectable."""
+    _check_alpha_power(alpha, power)
+    if n < 1 or not discordant > 0:
+        return float("nan")
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+    za, zb = norm.ppf(1 - alpha / 2), norm.ppf(power)
+
+    def needed(e: float) -> float:
+        return (za * np.sqrt(discordant) + zb * np.sqrt(max(discordant - e ** 2, 0.0))) ** 2 / e ** 2 - n
+
+    if needed(discordant) > 0:
+        return float("nan")
+    return float(brentq(needed, 1e-9, discordant, xtol=1e-12))

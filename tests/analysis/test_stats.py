@@ -91,3 +91,115 @@ def test_summary_has_direction_and_ci():
     assert list(out["direction"]) == ["higher", "higher"]
     assert out["mean"].tolist() == pytest.approx([2 / 3, 1 / 3])
     assert (out["ci_low"] <= out["mean"]).all() and (out["mean"] <= out["ci_high"]).all()
+
+
+# ---- deciding claims: Holm, paired tests, TOST, power and sample size ----
+
+def test_holm_on_a_hand_worked_example():
+    from harness.analysis.stats import holm
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> running max 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # a NaN (a test that could not run) is left out of m and stays NaN
+    out = holm([0.02, float("nan"), 0.04])
+    assert out[0] == pytest.approx(0.04) and np.isnan(out[1]) and out[2] == pytest.approx(0.04)
+    assert holm([0.3, 0.9]) == pytest.approx([0.6, 0.9])
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
+    with pytest.raises(ValueError, match="p-values must be in"):
+        holm([1.5])
+
+
+def test_sample_size_of_the_paired_t_test_matches_textbook_values():
+    from harness.analysis.stats import mde_paired_t, power_paired_t, sample_size_paired_t
+    # Cohen's d = 0.5, 0.3, 0.8 at two-sided alpha 0.05 and power 0.8: 34, 90, 15 (G*Power, exact)
+    assert sample_size_paired_t(0.5, 1.0) == 34
+    assert sample_size_paired_t(0.3, 1.0) == 90
+    assert sample_size_paired_t(0.8, 1.0) == 15
+    assert sample_size_paired_t(-1.0, 2.0) == 34  # only d = |effect| / sd matters
+    assert power_paired_t(33, 0.5, 1.0) < 0.8 <= power_paired_t(34, 0.5, 1.0)
+    # the detectable effect at n = 34 is just under 0.5 sd; its inverse
+    mde = mde_paired_t(34, 2.0)
+    assert 0.98 < mde < 1.0 and power_paired_t(34, mde, 2.0) == pytest.approx(0.8, abs=1e-6)
+    assert mde_paired_t(34, 0.0) == 0.0 and np.isnan(mde_paired_t(1, 1.0))
+    with pytest.raises(ValueError, match="need effect != 0 and sd > 0"):
+        sample_size_paired_t(0.5, 0.0)
+    with pytest.raises(ValueError, match="power must be in"):
+        sample_size_paired_t(0.5, 1.0, power=1.2)
+
+
+def test_sample_size_of_mcnemars_test_by_connors_formula():
+    from scipy.stats import norm
+
+    from harness.analysis.stats import mde_mcnemar, sample_size_mcnemar
+    # delta 0.1, discordant share 0.3: (1.95996 * sqrt(0.3) + 0.84162 * sqrt(0.29))^2 / 0.01
+    #   = (1.07351 + 0.45322)^2 / 0.01 = 233.09 -> 234
+    za, zb = norm.ppf(0.975), norm.ppf(0.8)
+    assert ((za * 0.3 ** 0.5 + zb * 0.29 ** 0.5) ** 2 / 0.01) == pytest.approx(233.09, abs=0.01)
+    assert sample_size_mcnemar(0.1, 0.3) == 234
+    assert sample_size_mcnemar(-0.1, 0.3) == 234
+    # the detectable effect at that n is the declared one, and a smaller n detects less
+    assert mde_mcnemar(234, 0.3) == pytest.approx(0.1, abs=5e-4) and mde_mcnemar(100, 0.3) > 0.1
+    assert np.isnan(mde_mcnemar(100, 0.0))  # no discordant pair: nothing to plan from
+    with pytest.raises(ValueError, match="discordant"):
+        sample_size_mcnemar(0.4, 0.3)
+
+
+def _pairs(a_vals, b_vals):
+    return _frame(list(a_vals), label="a"), _frame(list(b_vals), label="b")
+
+
+def test_paired_test_continuous_is_the_paired_t_test():
+    from scipy.stats import ttest_rel
+
+    from harness.analysis.stats import paired_test
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.5, 0.1, 40)
+    b = a + rng.normal(0.03, 0.05, 40)
+    pt = paired_test(*_pairs(a, b), "m")
+    assert not pt.binary and pt.n == 40
+    assert pt.mean == pytest.approx(float(np.mean(b - a))) and pt.sd == pytest.approx(float(np.std(b - a, ddof=1)))
+    assert pt.p == pytest.approx(ttest_rel(b, a).pvalue)
+    low, high = pt.interval(0.95)
+    assert low < pt.mean < high and pt.interval(0.99)[0] < low  # a wider level, a wider interval
+
+
+def test_paired_test_binary_is_mcnemars_exact_test():
+    from scipy.stats import binomtest
+
+    from harness.analysis.stats import paired_test
+    # 30 prompts: 9 where only b is right, 2 where only a is, 19 concordant
+    a = [0] * 9 + [1] * 2 + [1] * 10 + [0] * 9
+    b = [1] * 9 + [0] * 2 + [1] * 10 + [0] * 9
+    pt = paired_test(*_pairs(a, b), "m")
+    assert pt.binary and (pt.n_better, pt.n_worse, pt.n) == (9, 2, 30)
+    assert pt.p == pytest.approx(binomtest(2, 11, 0.5).pvalue) and pt.discordant == pytest.approx(11 / 30)
+    assert pt.mean == pytest.approx(7 / 30)
+
+
+def test_tost_equivalent_and_not_on_constructed_data():
+    from scipy.stats import t
+
+    from harness.analysis.stats import paired_test
+    # differences of exactly mean 0.01 and sd 0.05 over 100 prompts: within +-0.05 by far
+    base = np.tile([-1.0, 1.0], 50)
+    d = 0.01 + 0.05 * base / np.std(base, ddof=1)
+    a = np.full(100, 0.5)
+    pt = paired_test(*_pairs(a, a + d), "m")
+    se = 0.05 / 10
+    expected = max(t.sf((0.01 + 0.05) / se, 99), t.cdf((0.01 - 0.05) / se, 99))  # the two one-sided tests
+    assert pt.equivalence_p(0.05) == pytest.approx(expected) and pt.equivalence_p(0.05) < 1e-10
+    # the same spread over 12 prompts and a mean of 0.04: not shown within 0.05
+    small = paired_test(*_pairs(a[:12], a[:12] + 0.04 + 0.05 * base[:12] / np.std(base[:12], ddof=1)), "m")
+    assert small.equivalence_p(0.05) > 0.05
+    # binary: 200 pairs with 4 discordant, 2 each way: the difference is 0 and within 0.05
+    x = [1, 0] + [1, 0] + [1] * 98 + [0] * 98
+    y = [0, 1] + [0, 1] + [1] * 98 + [0] * 98
+    bt = paired_test(*_pairs(x, y), "m")
+    assert bt.binary and bt.equivalence_p(0.05) == 0.0  # 4 discordant pairs cannot reach 0.05 * 200 = 10
+    x = [1] * 30 + [0] * 30 + [1] * 20
+    y = [0] * 30 + [1] * 30 + [1] * 20
+    # 60 of 80 discordant, 30 each way: q0 = (1 + 0.05 * 80 / 60) / 2, P(Binomial(60, q0) <= 30) = 0.348
+    from scipy.stats import binom
+    p_eq = paired_test(*_pairs(x, y), "m").equivalence_p(0.05)
+    assert p_eq == pytest.approx(binom.cdf(30, 60, (1 + 0.05 * 80 / 60) / 2)) and p_eq == pytest.approx(0.348, abs=1e-3)
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        pt.equivalence_p(0)
