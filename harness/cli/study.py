@@ -8,13 +8,36 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness.errors import ConfigError
+from harness.report import write_json_atomic
 from harness.study import load_study_config, run_study, write_report
+from harness.study.plan import plan, plan_text
+
+
+def _cmd_plan(cfg, args: argparse.Namespace) -> int:
+    pilot_dir = Path(args.pilot_dir) if args.pilot_dir else Path(cfg.output_dir) / f"{cfg.name}-pilot"
+    try:
+        pilot = json.loads((pilot_dir / "study.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ConfigError(f"--plan: no readable {pilot_dir / 'study.json'}; run the pilot first: deceval study "
+                          f"{args.config} --pilot 40 (or give --pilot-dir)") from None
+    fractions = {part: tcfg.dev_fraction for (_, part), (_, tcfg) in cfg.tunes.items()}
+    p = plan(pilot, cfg.smallest_effect, cfg.alpha, cfg.power, fractions)
+    print(plan_text(p))
+    out = Path(cfg.output_dir) / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "plan.json", {**p, "pilot": str(pilot_dir)})
+    print(f"study: {out / 'plan.json'}")
+    return 0
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    cfg = load_study_config(args.config)
+    cfg = load_study_config(args.config, pilot=args.pilot)
     if args.output_dir:
         cfg = replace(cfg, output_dir=args.output_dir)
+    if args.plan:
+        if args.pilot is not None:
+            raise ConfigError("--plan reads a finished pilot; run --pilot N first, then --plan (not both at once)")
+        return _cmd_plan(cfg, args)
     study_dir = Path(cfg.output_dir) / cfg.name
     print(f"study {cfg.name}: {len(cfg.models)} model(s) x {len(cfg.parts)} part(s) ({', '.join(cfg.parts)}), "
           f"{len(next(iter(cfg.tunes.values()))[1].families)} families, {len(cfg.claims)} claim(s); report in "
@@ -49,5 +72,11 @@ def add_study_command(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--address", help="a Ray cluster to run on (default: a local Ray)")
     s.add_argument("--dry-run", action="store_true", help="check the whole study file and stop")
     s.add_argument("--report-only", action="store_true", help="rewrite the report from study.json, run nothing")
+    s.add_argument("--pilot", type=int, metavar="N", help="run the study's pilot: the same study as <name>-pilot with "
+                                                          "every prompt set cut to N prompts")
+    s.add_argument("--plan", action="store_true", help="from the pilot, print the prompts each claim test needs to "
+                                                       "detect its smallest effect at the study's power, and the "
+                                                       "compute; writes <study>/plan.json")
+    s.add_argument("--pilot-dir", help="with --plan: the pilot's study folder (default <output>/<name>-pilot)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_study)

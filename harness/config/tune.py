@@ -23,8 +23,9 @@ strategy's own parameter rules when the config is read.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import ConfigError, DecevalError, excerpt
@@ -86,6 +87,19 @@ class TuneConfig:
     baseline: str | None
     constraints: tuple[Constraint, ...]
     families: tuple[Family, ...]
+    #: What else the samplers' seeds derive from (a study sets "<part>/<model>", so no two parts
+    #: or models draw the same trials); empty: the seed plus the family's index, as before.
+    #: Not in the repr: a study's run name, which the tune's id hashes, already names both.
+    seed_key: str = field(default="", repr=False)
+
+    def sampler_seed(self, index: int, family: str) -> int:
+        """The seed of a family's sampler: ``seed + index`` for a plain tune; with a
+        ``seed_key``, 31 bits of SHA-256 over (seed, seed_key, family), distinct per part,
+        model and family."""
+        if not self.seed_key:
+            return self.seed + index
+        digest = hashlib.sha256(f"{self.seed}\x00{self.seed_key}\x00{family}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") >> 1
 
     @property
     def metrics(self) -> list[str]:

@@ -5,23 +5,33 @@ Every (model, part) becomes an ordinary tune config (``harness.tune``); a claim 
 paired comparisons between two tuned families on a part's test split, or the probe. The
 whole file is checked when it is read (``deceval study CONFIG --dry-run``), so a typo fails
 in a second, not after an hour of tuning.
+
+Deciding a claim needs a declared smallest effect of interest for every metric a claim test
+uses (``smallest_effect: {exact_match: 0.05, coherence: 0.02}``, in the metric's own units):
+it sizes the study (``--plan``), and a test whose difference is shown to lie within it is
+*equivalent*. ``alpha`` (family-wise, Holm over all tests of the study) and ``power`` go
+with it. A part's ``replicate: {prompt_sets: [...]}`` names other prompt sets the chosen
+configurations run on afterwards, to see whether each verdict holds there too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import copy
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.config import TuneConfig, load_yaml, parse_tune_config, resolve_config
+from harness.config import TuneConfig, load_yaml, parse_tune_config, prompt_set_mapping, resolve_config
 from harness.errors import ConfigError, excerpt
 from harness.metrics import METRICS
 from harness.models import builtin_names
 from harness.probe import ProbeConfig
+from harness.tune.tuner import TPE_STARTUP_TRIALS
 
 STUDY_KEYS = {"name", "description", "models", "engine", "tune", "families", "parts", "probe", "claims", "focus",
-              "output"}
-PART_KEYS = {"prompt_sets", "generation", "metrics", "objective", "constraints"}
+              "output", "smallest_effect", "alpha", "power"}
+PART_KEYS = {"prompt_sets", "generation", "metrics", "objective", "constraints", "replicate"}
+SEARCHES = ("tpe", "random")
 TEST_KEYS = {"part", "treatment", "control", "metric", "expect"}
 PROBE_KEYS = {"n_texts", "context", "positions", "ks", "threshold", "n_boot", "seed"}
 EXPECT = ("higher", "lower")
@@ -58,6 +68,11 @@ class StudyConfig:
     focus: tuple[str, ...]  # families the report examines closely: where each loses, its most repetitive output
     output_dir: str
     source: str
+    smallest_effect: dict[str, float] = field(default_factory=dict)  # metric -> smallest difference of interest
+    alpha: float = 0.05  # family-wise error rate over all the study's tests (Holm)
+    power: float = 0.8  # the power --plan sizes the study for
+    search: str = "tpe"  # "tpe": budget >= TPE's start-up trials; "random": a declared seeded random search
+    replicate: dict[str, list[Any]] = field(default_factory=dict)  # part -> prompt sets to replicate the test on
 
     def probe_config(self, model: str) -> ProbeConfig:
         p = dict(self.probe)
@@ -135,13 +150,44 @@ def parse_study_config(raw: Any, source: str) -> StudyConfig:
     parts = _mapping(f"{source}: parts", raw.get("parts"))
     if not parts:
         raise ConfigError(f"{source}: parts: name at least one task, each with prompt_sets and an objective")
-    tune_common = _mapping(f"{source}: tune", raw.get("tune") or {}, {"trials", "dev_fraction", "seed", "baseline"})
+    tune_common = dict(_mapping(f"{source}: tune", raw.get("tune") or {},
+                                {"trials", "dev_fraction", "seed", "baseline", "search"}))
+    search = tune_common.pop("search", "tpe")
+    if search not in SEARCHES:
+        raise ConfigError(f"{source}: tune.search: expected one of {', '.join(SEARCHES)}, got {excerpt(search)}")
+    trials = tune_common.get("trials", 8)
+    if search == "tpe" and isinstance(trials, int) and trials <= TPE_STARTUP_TRIALS:
+        raise ConfigError(f"{source}: tune.trials: with search: tpe the budget must exceed TPE's "
+                          f"{TPE_STARTUP_TRIALS} seeded start-up trials (up to them every trial is a random draw), "
+                          f"allowed: {TPE_STARTUP_TRIALS + 1} or more, got {trials}; raise it, or declare "
+                          f"'search: random' for a seeded random search of that budget")
+    alpha, power = raw.get("alpha", 0.05), raw.get("power", 0.8)
+    for key, value, (lo, hi) in (("alpha", alpha, (0.0, 0.5)), ("power", power, (0.5, 1.0))):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo < value < hi:
+            raise ConfigError(f"{source}: {key}: expected a number in ({lo:g}, {hi:g}), got {excerpt(value)}")
+    smallest = _mapping(f"{source}: smallest_effect", raw.get("smallest_effect") or {})
+    for metric, value in smallest.items():
+        if metric not in METRICS:
+            raise ConfigError(f"{source}: smallest_effect.{metric}: unknown metric {excerpt(metric)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"{source}: smallest_effect.{metric}: expected a number > 0 (in the metric's units), "
+                              f"got {excerpt(value)}")
     output_dir = str(_mapping(f"{source}: output", raw.get("output") or {}, {"dir"}).get("dir", "reports"))
     tunes = {}
     for part, spec in parts.items():
         spec = _mapping(f"{source}: parts.{part}", spec, PART_KEYS)
         if "prompt_sets" not in spec or "objective" not in spec:
             raise ConfigError(f"{source}: parts.{part}: needs prompt_sets and objective")
+        if spec.get("replicate") is not None:
+            rep = _mapping(f"{source}: parts.{part}.replicate", spec["replicate"], {"prompt_sets"})
+            sets = rep.get("prompt_sets")
+            if not isinstance(sets, list) or not sets:
+                raise ConfigError(f"{source}: parts.{part}.replicate.prompt_sets: expected a list of prompt sets, "
+                                  f"got {excerpt(sets)}")
+            own = {_set_name(p) for p in spec["prompt_sets"]}
+            if shared := own & {_set_name(p) for p in sets}:
+                raise ConfigError(f"{source}: parts.{part}.replicate.prompt_sets: {sorted(shared)} is also tuned on "
+                                  f"in this part; a replication needs prompt sets the tune never saw")
         tune_raw = {**tune_common, "objective": spec["objective"], "families": raw.get("families"),
                     **({"constraints": spec["constraints"]} if spec.get("constraints") else {})}
         tcfg = parse_tune_config(tune_raw, f"{source}: parts.{part}")
@@ -154,7 +200,11 @@ def parse_study_config(raw: Any, source: str) -> StudyConfig:
             # the run part is checked as a run config now (strategies come from the families)
             resolve_config({**base, "strategies": [{"name": f.name, **f.fixed} for f in tcfg.families]},
                            f"{source}: parts.{part} ({model})")
-            tunes[(model, part)] = (base, tcfg)
+            if spec.get("replicate"):
+                resolve_config({**base, "prompt_sets": spec["replicate"]["prompt_sets"],
+                                "strategies": [{"name": f.name, **f.fixed} for f in tcfg.families]},
+                               f"{source}: parts.{part}.replicate ({model})")
+            tunes[(model, part)] = (base, replace(tcfg, seed_key=f"{part}/{model}"))
     families = {f.key for f in next(iter(tunes.values()))[1].families}
     probe = _mapping(f"{source}: probe", raw.get("probe") or {}, PROBE_KEYS)
     cfg = StudyConfig(name=name, description=str(raw.get("description", "")), models=models, parts=parts,
@@ -162,12 +212,52 @@ def parse_study_config(raw: Any, source: str) -> StudyConfig:
     for model in models:
         cfg.probe_config(model).validate()
     claims = _parse_claims(f"{source}: claims", raw.get("claims"), parts, families)
+    for claim in claims:
+        for t in claim.tests:
+            if t.metric not in smallest:
+                raise ConfigError(f"{source}: smallest_effect.{t.metric}: claim {claim.id} tests {t.metric}; declare "
+                                  f"its smallest effect of interest (a number > 0 in the metric's units), e.g. "
+                                  f"smallest_effect: {{{t.metric}: ...}}")
     focus = raw.get("focus") or []
     if not isinstance(focus, list) or any(f not in families for f in focus):
         raise ConfigError(f"{source}: focus: expected a list of families ({', '.join(sorted(families))}), got "
                           f"{excerpt(focus)}")
-    return replace(cfg, claims=claims, focus=tuple(focus))
+    return replace(cfg, claims=claims, focus=tuple(focus), smallest_effect={k: float(v) for k, v in smallest.items()},
+                   alpha=float(alpha), power=float(power), search=search,
+                   replicate={p: list(spec["replicate"]["prompt_sets"]) for p, spec in parts.items()
+                              if spec.get("replicate")})
 
 
-def load_study_config(path: str | Path) -> StudyConfig:
-    return parse_study_config(load_yaml(Path(path)), str(path))
+def _set_name(entry: Any) -> str:
+    m = prompt_set_mapping(entry)
+    return str(m.get("name") or m.get("path") or m.get("hf_dataset") or m.get("lm_eval_task"))
+
+
+def pilot_raw(raw: dict[str, Any], limit: int) -> dict[str, Any]:
+    """The study file as its pilot: the name ``<name>-pilot`` and every prompt set (tuned and
+    replication) cut to at most ``limit`` prompts; everything else, the budget included, as is,
+    so the pilot's seconds per prompt are the full study's."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 4:
+        raise ConfigError(f"--pilot: expected a number of prompts per set >= 4, got {excerpt(limit)}")
+    out = copy.deepcopy(raw)
+    out["name"] = f"{raw.get('name')}-pilot"
+
+    def cut(entry: Any) -> dict[str, Any]:
+        m = prompt_set_mapping(entry)
+        m["limit"] = min(limit, m.get("limit") or limit)
+        return m
+
+    for spec in (out.get("parts") or {}).values():
+        if isinstance(spec, dict):
+            spec["prompt_sets"] = [cut(p) for p in spec.get("prompt_sets") or []]
+            if isinstance(spec.get("replicate"), dict):
+                spec["replicate"]["prompt_sets"] = [cut(p) for p in spec["replicate"].get("prompt_sets") or []]
+    return out
+
+
+def load_study_config(path: str | Path, pilot: int | None = None) -> StudyConfig:
+    """The study file, checked; with ``pilot``, its pilot (:func:`pilot_raw`)."""
+    raw = load_yaml(Path(path))
+    if pilot is not None:
+        raw = pilot_raw(_mapping(str(path), raw), pilot)
+    return parse_study_config(raw, str(path))

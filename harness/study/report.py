@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.leaderboard import md_escape
-from harness.study.runner import MIN_PAIRS
+from harness.study.decide import MIN_PAIRS, SIGN_WORDS
 from harness.tune.tuner import TPE_STARTUP_TRIALS
-
-SIGN_WORDS = {"+": "as claimed", "-": "against the claim", "0": "no clear difference"}
 
 
 def _num(x: Any, digits: int = 3) -> str:
@@ -54,15 +52,76 @@ def _claim_section(c: dict[str, Any], results: dict[str, Any]) -> list[str]:
                        f"{_len(hi, largest)}] | {seeds} | {word}; at k = {at['k']} (nearest to m=2) the mean KL is "
                        f"{at['mean_kl']:.3f} nats |")
         return out + [""]
-    out += ["| model | test | treatment - control | 95% CI | prompts | |", "| --- | --- | ---: | --- | ---: | --- |"]
+    out += ["| model | test | treatment - control | 95% CI | adjusted CI | p (Holm) | equivalence p (Holm) | "
+            "prompts | detectable at this size | |",
+            "| --- | --- | ---: | --- | --- | --- | --- | ---: | --- | --- |"]
     for r in c["rows"]:
         test = f"{r['part']}: {r['treatment']} vs {r['control']}, {r['metric']} ({r['expect']} predicted)"
         if "missing" in r:
-            out.append(f"| {r['model']} | {test} | | | | {r['missing']} |")
+            out.append(f"| {r['model']} | {test} | | | | | | | | {r['missing']} |")
         else:
-            out.append(f"| {r['model']} | {test} | {r['diff']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}] | {r['n']} | "
-                       f"{SIGN_WORDS[r['sign']]} |")
+            out.append(f"| {r['model']} | {test} | {r['diff']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}] | "
+                       f"[{r['adj_low']:+.3f}, {r['adj_high']:+.3f}] | {_p(r['p'])} ({_p(r['p_holm'])}) | "
+                       f"{_p(r['p_equiv'])} ({_p(r['p_equiv_holm'])}) | {r['n']} | {_power_cell(r)} | "
+                       f"{sign_word(r)} |")
     return out + [""]
+
+
+def _p(p: Any) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def sign_word(r: dict[str, Any]) -> str:
+    """A decided test's verdict in words, with the smallest effect or the detectable one."""
+    if r["sign"] == "=":
+        return f"equivalent (no effect larger than {r['smallest_effect']:g})"
+    if r["sign"] == "0":
+        mde = r.get("mde")
+        return ("undecided at this size" + ("" if mde is None or math.isnan(mde) else
+                                            f" (detectable: {mde:.3g})"))
+    return SIGN_WORDS[r["sign"]]
+
+
+def underpowered(r: dict[str, Any]) -> bool:
+    mde = r.get("mde")
+    return "missing" not in r and (mde is None or math.isnan(mde) or mde > r["smallest_effect"])
+
+
+def _power_cell(r: dict[str, Any]) -> str:
+    """The detectable effect against the declared one, and the prompts the declared one needs."""
+    mde, need = r.get("mde"), r.get("n_needed")
+    need_s = "n/a (no spread in the data)" if need is None else str(need)
+    if mde is None or math.isnan(mde):
+        return f"n/a; {r['smallest_effect']:g} needs {need_s} prompts"
+    word = "underpowered" if mde > r["smallest_effect"] else "powered"
+    return f"{mde:.3g} vs {r['smallest_effect']:g}: {word}" + (f" ({mde / r['smallest_effect']:.1f}x; needs {need_s})"
+                                                             if word == "underpowered" else "")
+
+
+def _replication(results: dict[str, Any]) -> list[str]:
+    rep = results.get("replication")
+    if not rep:
+        return ["No replication: no part names `replicate` prompt sets.", ""]
+    out = ["## Replication", "",
+           f"The chosen configuration of each family, unchanged, on prompt sets the tune never saw (parts: "
+           f"{', '.join(rep['parts'])}), decided by the same rules (Holm across the replicated tests).", "",
+           "| claim | verdict | on the replication |", "| --- | --- | --- |"]
+    verdicts = {c["id"]: c["verdict"] for c in results["claims"]}
+    out += [f"| ({cid}) | {verdicts.get(cid, 'n/a')} | {v} |" for cid, v in rep["claims"].items()]
+    out += ["", "| claim | model | test | test split | replication | agrees |", "| --- | --- | --- | --- | --- | --- |"]
+    for t in rep["tests"]:
+        test = f"{t['part']}: {t['treatment']} vs {t['control']}, {t['metric']}"
+        if t["replica_sign"] is None:
+            out.append(f"| ({t['claim']}) | {t['model']} | {test} | {SIGN_WORDS[t['sign']]} | not replicated | |")
+            continue
+        out.append(f"| ({t['claim']}) | {t['model']} | {test} | {SIGN_WORDS[t['sign']]} ({_num(t['diff'], 3)}) | "
+                   f"{SIGN_WORDS[t['replica_sign']]} ({_num(t.get('replica_diff'), 3)}, {t.get('replica_n')} prompts) | "
+                   f"{'yes' if t['agree'] else 'no'} |")
+    agree = [t["agree"] for t in rep["tests"] if t["agree"] is not None]
+    out += ["", f"{sum(agree)} of {len(agree)} replicated tests agree.", ""]
+    return out
 
 
 def _leaderboard(entry: dict[str, Any], metrics: list[str]) -> list[str]:
@@ -99,14 +158,16 @@ def _searched(space: Any) -> str:
 
 
 def _tuned(entry: dict[str, Any]) -> list[str]:
-    lines = ["| family | searched | trials | best dev value | chosen parameters |", "| --- | --- | ---: | ---: | --- |"]
+    lines = ["| family | searched | trials | best dev value | test value | test - dev | chosen parameters |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for key, f in entry["families"].items():
         searched = ", ".join(f"{n} in {_searched(s)}" for n, s in f["searched"].items()) or "nothing"
         best = f["best_params"]
         chosen = "no feasible trial" if best is None else (", ".join(f"{k}={_value(v)}" for k, v in sorted(best.items()))
                                                           or "(none)")
+        gap = f.get("dev_test_gap")
         lines.append(f"| {key} | {md_escape(searched)} | {len(f['trials'])} | {_num(f['best_dev_value'])} | "
-                     f"{md_escape(chosen)} |")
+                     f"{_num(f.get('test_value'))} | {'n/a' if gap is None else f'{gap:+.3f}'} | {md_escape(chosen)} |")
     return lines
 
 
@@ -144,12 +205,32 @@ def to_markdown(results: dict[str, Any], figures: str = "figures") -> str:
              f"- Compute: {_minutes(total)} in all on {'; '.join(cpus) or 'unknown CPU'} ({per_stage}).", "",
              "## Verdicts", "", "| claim | verdict |", "| --- | --- |"]
     lines += [f"| ({c['id']}) {md_escape(c['text'])} | {c['verdict']} |" for c in results["claims"]]
-    lines += ["", f"Rule: per paired test and model, the 95% bootstrap CI (over test prompts) of treatment minus "
-              "control: *as claimed* when it excludes 0 on the predicted side, *against the claim* when it excludes 0 "
-              f"on the other (a test over fewer than {MIN_PAIRS} prompts decides nothing). A claim is supported when "
-              "every test is as claimed on every model, not supported when "
-              "any is against it, and otherwise inconclusive at this size. Claim (d): supported when the measured "
-              "effective length's CI overlaps the seed formula's values for m = 1..4.", "", "## The claims", ""]
+    alpha, power = results.get("alpha", 0.05), results.get("power", 0.8)
+    tests = [r for c in results["claims"] for r in c["rows"] if "expect" in r]
+    m = max((r.get("m", 0) for r in tests), default=0)
+    weak = [r for r in tests if underpowered(r)]
+    effects = ", ".join(f"{k} {v:g}" for k, v in sorted(results.get("smallest_effect", {}).items()))
+    lines += ["", f"Rule: per paired test and model, over test prompts (a prompt's samples averaged first), treatment "
+              f"minus control: the paired t test (binary metrics: the exact McNemar test) and, against the declared "
+              f"smallest effect of interest ({effects or 'none declared'}), the equivalence test (TOST). Holm's "
+              f"method adjusts both across all {m} tests of the study (family-wise error {alpha:g}); the adjusted "
+              f"interval is the Bonferroni one ({1 - alpha / max(m, 1):.4f} t interval), which holds for all tests at "
+              f"once. A test is *as claimed* or *against the claim* when its Holm-adjusted p is <= {alpha:g} (by the "
+              f"side of the difference), *equivalent* when its Holm-adjusted TOST p is, else *undecided at this size* "
+              f"(as is a test over fewer than {MIN_PAIRS} prompts). *Detectable at this size*: the smallest true "
+              f"difference the test finds with {power:.0%} power at alpha / m, with the spread it showed. A claim is "
+              f"supported when every test is as claimed on every model, not supported when any is against it, *no "
+              f"effect of interest* when none is against it and one is equivalent, and otherwise inconclusive at "
+              f"this size. Claim (d): supported when the measured effective length's CI overlaps the seed formula's "
+              f"values for m = 1..4.", ""]
+    if weak:
+        lines += [f"Underpowered: {len(weak)} of {len(tests)} tests cannot detect their declared smallest effect at "
+                  f"the size run: " + "; ".join(
+                      f"{r['model']} {r['part']} {r['treatment']} vs {r['control']} {r['metric']} "
+                      f"(detects {_num(r.get('mde'))}, declared {r['smallest_effect']:g}, needs "
+                      f"{r.get('n_needed') or 'n/a'} test prompts, ran {r.get('n')})" for r in weak) + ".", ""]
+    lines += _replication(results)
+    lines += ["## The claims", ""]
     for c in results["claims"]:
         lines += _claim_section(c, results)
     lines += ["## Dependency probe", ""]
@@ -178,9 +259,13 @@ def to_markdown(results: dict[str, Any], figures: str = "figures") -> str:
                   f"Objective {entry['objective']} ({'higher' if entry['direction'] == 'maximize' else 'lower'} is "
                   f"better){', constraints ' + cons if cons else ''}; budget {entry['budget']} trial(s) per family on "
                   f"{entry.get('dev_prompts', 'n/a')} dev prompts; test split {entry.get('test_prompts', 'n/a')} prompts."
-                  + (f" With {entry['budget']} trials, below TPE's {TPE_STARTUP_TRIALS} seeded start-up trials, every "
-                     f"range is searched by seeded random draws (lists that fit the budget run whole): an equal-budget "
-                     f"random search." if entry["budget"] <= TPE_STARTUP_TRIALS else ""),
+                  + (f" With {entry['budget']} trials, no more than TPE's {TPE_STARTUP_TRIALS} seeded start-up "
+                     f"trials, every range is searched by seeded random draws (lists that fit the budget run whole): "
+                     f"an equal-budget random search." if entry["budget"] <= TPE_STARTUP_TRIALS else
+                     f" TPE searches after its {TPE_STARTUP_TRIALS} seeded random start-up trials.")
+                  + " Each family's sampler seed derives from (study seed, part, model, family). *test - dev*: the "
+                    "chosen configuration's objective on the test split minus its best dev value; a large drop is "
+                    "the search fitting the dev prompts.",
                   "", "### Tuned parameters", ""] + _tuned(entry)
         ranked = sorted((r for r in entry["leaderboard"] if r["metric"] == entry["objective"]),
                         key=lambda r: (r.get("rank") or math.inf, r["strategy"]))

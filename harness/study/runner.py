@@ -7,12 +7,17 @@ the tunes resume their rounds (finished units are checked and skipped), a finish
 is read back. ``study.json`` holds every figure the report shows; ``study.md`` (and, with
 ``--doc``, a copy beside the project's docs) is written from it alone.
 
-A claim's verdict, per paired test and model, from the 95% bootstrap CI of treatment minus
-control over test prompts: "+" when the CI excludes 0 on the side the claim predicts, "-"
-when it excludes 0 on the other side, "0" otherwise. The claim is *supported* when every
-test is "+" on every model, *not supported* when any is "-", else *inconclusive at this
-size*. The probe claim: "+" when the effective length's CI overlaps the seed formula's
-range over m (n ln(m h) / ln V for m = 1..4), "-" when it does not.
+A claim's verdict comes from its paired tests on the test splits, Holm-adjusted across every
+test of the study, with equivalence (TOST) against the declared smallest effect and the
+detectable effect at the size run (:mod:`harness.study.decide`). With a part's ``replicate``
+prompt sets, the chosen configuration of each family then runs on them too
+(``<tune>/replicate``), the same tests are decided there, and the report's replication table
+says whether each verdict agrees. The probe claim: "+" when the effective length's CI overlaps
+the seed formula's range over m (n ln(m h) / ln V for m = 1..4), "-" when it does not.
+
+Resume: every stage is checked before it runs again. The tunes' dev rounds, test and
+replication runs are resumable Parquet units (finished ones are verified and skipped), a
+finished probe is read back, and each stage's seconds add up over the invocations.
 """
 
 from __future__ import annotations
@@ -27,16 +32,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from harness.analysis.leaderboard import build_leaderboard, plots
-from harness.analysis.stats import paired_diff_ci
+from harness.analysis.stats import PROMPT_KEY, paired_diff_ci, per_prompt
 from harness.driver.placement import KEPT
 from harness.hardware import cpu_info
 from harness.probe import ProbeResult, run_probe
 from harness.report import inside, read_samples, write_json_atomic
 from harness.study.config import Claim, StudyConfig
-from harness.tune import run_tune
+from harness.study.decide import MIN_PAIRS, VERDICTS, decide_tests, replication_table, verdict
+from harness.tune import run_replication, run_tune
 from harness.tune.tuner import TuneOutcome
 
-VERDICTS = {"supported": "supported", "not": "not supported", "inconclusive": "inconclusive at this size"}
+__all__ = ["MIN_PAIRS", "VERDICTS", "StudyOutcome", "decide", "evaluate", "probe_sign", "run_study", "sign", "verdict"]
 
 
 @dataclass
@@ -51,27 +57,15 @@ def cpu_line() -> str:
     return f"{c.model}, {c.cores} cores, {c.kind}{', native bf16' if c.native_bf16 else ''}"
 
 
-#: A paired test over fewer prompts decides nothing: a percentile bootstrap of a handful of
-#: prompts is too narrow to trust.
-MIN_PAIRS = 10
-
-
 def sign(low: float, high: float, expect: str, n: int = MIN_PAIRS) -> str:
-    """'+' when the CI is wholly on the predicted side of 0, '-' wholly on the other, else '0'
-    (also with fewer than MIN_PAIRS prompts)."""
+    """For the focus findings (no claim rests on it): '+' when a 95% CI is wholly on the
+    predicted side of 0, '-' wholly on the other, else '0' (also with fewer than MIN_PAIRS
+    prompts)."""
     if math.isnan(low) or math.isnan(high) or n < MIN_PAIRS:
         return "0"
     if expect == "higher":
         return "+" if low > 0 else "-" if high < 0 else "0"
     return "+" if high < 0 else "-" if low > 0 else "0"
-
-
-def verdict(signs: list[str]) -> str:
-    if signs and all(s == "+" for s in signs):
-        return VERDICTS["supported"]
-    if "-" in signs:
-        return VERDICTS["not"]
-    return VERDICTS["inconclusive"]
 
 
 def probe_sign(effective_ci: tuple[float, float], seed_lengths: dict[str, float]) -> str:
@@ -99,6 +93,7 @@ def run_study(cfg: StudyConfig, *, out: TextIO = sys.stdout, progress: bool = Tr
         prev = {}
     stages: dict[str, Any] = prev.get("stages", {})
     tunes: dict[tuple[str, str], TuneOutcome] = {}
+    replicas: dict[tuple[str, str], Any] = {}
     probes: dict[str, ProbeResult] = {}
     t_all = time.perf_counter()
     try:
@@ -113,6 +108,13 @@ def run_study(cfg: StudyConfig, *, out: TextIO = sys.stdout, progress: bool = Tr
                 runs = oc.rounds + ([oc.test] if oc.test else [])
                 _stage(stages, f"{model}/{part}", time.perf_counter() - t0, any(r.units_done for r in runs))
                 tunes[(model, part)] = oc
+                if part in cfg.replicate:
+                    t0 = time.perf_counter()
+                    rep = run_replication(base, tcfg, cfg.source, oc.tune_dir, oc.best, cfg.replicate[part], out=out,
+                                          progress=progress, address=address)
+                    _stage(stages, f"{model}/{part}/replicate", time.perf_counter() - t0,
+                           rep is not None and bool(rep.units_done))
+                    replicas[(model, part)] = rep
             KEPT.release()  # the probe runs in this process; the engines' cores are free again
             t0 = time.perf_counter()
             probes[model] = run_probe(cfg.probe_config(model), study_dir,
@@ -120,11 +122,12 @@ def run_study(cfg: StudyConfig, *, out: TextIO = sys.stdout, progress: bool = Tr
             _stage(stages, f"{model}/probe", time.perf_counter() - t0, not probes[model].reused)
     finally:
         KEPT.release()
-    results = evaluate(cfg, tunes, probes, study_dir)
+    results = evaluate(cfg, tunes, probes, study_dir, replicas)
     results["stages"] = stages
     results["this_invocation_seconds"] = round(time.perf_counter() - t_all, 1)
     write_json_atomic(study_dir / "study.json", results)
-    ok = all(oc.test is not None and oc.test.ok and all(r.ok for r in oc.rounds) for oc in tunes.values())
+    ok = all(oc.test is not None and oc.test.ok and all(r.ok for r in oc.rounds) for oc in tunes.values()) \
+        and all(r is not None and r.ok for r in replicas.values())
     return StudyOutcome(study_dir, results, ok)
 
 
@@ -138,11 +141,15 @@ def _save_png(b64: str, path: Path) -> str:
 
 
 def evaluate(cfg: StudyConfig, tunes: dict[tuple[str, str], TuneOutcome], probes: dict[str, ProbeResult],
-             study_dir: Path) -> dict[str, Any]:
-    """Everything the report shows, from the tunes' test runs and the probes."""
+             study_dir: Path, replicas: dict[tuple[str, str], Any] | None = None) -> dict[str, Any]:
+    """Everything the report shows, from the tunes' test runs, the replication runs and the
+    probes."""
     figures = study_dir / "figures"
     figures.mkdir(exist_ok=True)
-    samples, parts_out = {}, {}
+    samples, rep_samples, parts_out = {}, {}, {}
+    for (model, part), rep in (replicas or {}).items():
+        if rep is not None:
+            rep_samples[f"{model}/{part}"] = read_samples(rep.run_dir)
     for (model, part), oc in tunes.items():
         tcfg = cfg.tunes[(model, part)][1]
         key = f"{model}/{part}"
@@ -161,9 +168,20 @@ def evaluate(cfg: StudyConfig, tunes: dict[tuple[str, str], TuneOutcome], probes
             lb = oc.leaderboard if oc.leaderboard is not None else build_leaderboard([oc.test.run_dir])
             df = lb.samples  # the test run's rows, read once by the tune's leaderboard
             samples[key] = df
+            dev = read_samples([r.run_dir for r in oc.rounds])
             entry["test_run"] = str(oc.test.run_dir)
-            entry["test_prompts"] = int(df["prompt_id"].nunique())
-            entry["dev_prompts"] = int(read_samples([r.run_dir for r in oc.rounds])["prompt_id"].nunique())
+            entry["test_prompts"] = int(df[PROMPT_KEY].drop_duplicates().shape[0])
+            entry["dev_prompts"] = int(dev[PROMPT_KEY].drop_duplicates().shape[0])
+            entry["generations"] = int(len(dev) + len(df) + len(rep_samples.get(key, ())))
+            for fam_key, fam_entry in entry["families"].items():
+                test_value = _objective(df[df["strategy_label"] == fam_key], tcfg.objective)
+                fam_entry["test_value"] = test_value
+                dev_value = fam_entry["best_dev_value"]
+                fam_entry["dev_test_gap"] = None if test_value is None or dev_value is None else test_value - dev_value
+            if key in rep_samples:
+                rdf = rep_samples[key]
+                entry["replicate_prompts"] = int(rdf[PROMPT_KEY].drop_duplicates().shape[0])
+                entry["replicate_sets"] = sorted(set(rdf["prompt_set"]))
             entry["leaderboard"] = json.loads(lb.table.to_json(orient="records"))
             for title, b64 in plots(lb, model):
                 if title.startswith("Quality"):
@@ -182,19 +200,39 @@ def evaluate(cfg: StudyConfig, tunes: dict[tuple[str, str], TuneOutcome], probes
             (figures / fig).write_bytes(curve_png.read_bytes())
         probes_out[model] = {**res.as_dict(), "out_dir": str(res.out_dir), "figure": fig,
                              "sign": probe_sign(res.effective_ci, res.seed_lengths)}
-    claims = [decide(c, samples, probes_out, list(cfg.models)) for c in cfg.claims]
-    return {"study": cfg.name, "description": cfg.description, "source": cfg.source, "cpu": cpu_line(),
-            "models": list(cfg.models), "parts": {p: {k: v for k, v in spec.items()} for p, spec in cfg.parts.items()},
-            "tunes": parts_out, "probes": probes_out, "claims": claims,
-            "focus": focus_findings(cfg, samples, parts_out)}
+    models = list(cfg.models)
+    tests = decide_tests(cfg.claims, samples, models, cfg.smallest_effect, cfg.alpha, cfg.power)
+    claims = [decide(c, tests.get(c.id, []), probes_out, models) for c in cfg.claims]
+    out = {"study": cfg.name, "description": cfg.description, "source": cfg.source, "cpu": cpu_line(),
+           "models": models, "parts": {p: {k: v for k, v in spec.items()} for p, spec in cfg.parts.items()},
+           "alpha": cfg.alpha, "power": cfg.power, "smallest_effect": cfg.smallest_effect, "search": cfg.search,
+           "tunes": parts_out, "probes": probes_out, "claims": claims,
+           "focus": focus_findings(cfg, samples, parts_out)}
+    if rep_samples:
+        rtests = decide_tests(cfg.claims, rep_samples, models, cfg.smallest_effect, cfg.alpha, cfg.power)
+        out["replication"] = {"parts": sorted(cfg.replicate), "claims": {c.id: verdict([r["sign"] for r in rows])
+                                                                         for c in cfg.claims
+                                                                         if (rows := rtests.get(c.id))},
+                              "tests": replication_table(tests, rtests, {k.split("/")[1] for k in rep_samples})}
+    return out
+
+
+def _objective(df: Any, metric: str) -> float | None:
+    """The objective's mean over prompts (as the tune scores a trial), None with no value."""
+    if df.empty or metric not in df:
+        return None
+    v = per_prompt(df, metric)
+    return float(v.mean()) if len(v) else None
 
 
 def _space(s: Any) -> Any:
     return list(s.choices) if s.kind == "choice" else {"low": s.low, "high": s.high, "log": s.log}
 
 
-def decide(claim: Claim, samples: dict[str, Any], probes: dict[str, Any], models: list[str]) -> dict[str, Any]:
-    rows = []
+def decide(claim: Claim, tests: list[dict[str, Any]], probes: dict[str, Any], models: list[str]) -> dict[str, Any]:
+    """A claim's verdict: from its decided paired tests (:func:`harness.study.decide.decide_tests`)
+    or, for the probe claim, the probes."""
+    rows = list(tests)
     if claim.probe:
         for model in models:
             p = probes.get(model)
@@ -202,21 +240,6 @@ def decide(claim: Claim, samples: dict[str, Any], probes: dict[str, Any], models
                          "effective_length": None if p is None else p["effective_length"],
                          "effective_length_ci": None if p is None else p["effective_length_ci"],
                          "seed_dependency_length": None if p is None else p["seed_dependency_length"]})
-    else:
-        for t in claim.tests:
-            for model in models:
-                df = samples.get(f"{model}/{t.part}")
-                row = {"model": model, "part": t.part, "treatment": t.treatment, "control": t.control,
-                       "metric": t.metric, "expect": t.expect}
-                if df is None or t.metric not in df:
-                    rows.append({**row, "sign": "0", "missing": "no test run or metric"})
-                    continue
-                a, b = df[df["strategy_label"] == t.control], df[df["strategy_label"] == t.treatment]
-                if a.empty or b.empty:
-                    rows.append({**row, "sign": "0", "missing": "a family has no test rows (no feasible trial)"})
-                    continue
-                ci = paired_diff_ci(a, b, t.metric)
-                rows.append({**row, **_ci_dict(ci), "sign": sign(ci.low, ci.high, t.expect, ci.n)})
     return {"id": claim.id, "text": claim.text, "verdict": verdict([r["sign"] for r in rows]), "rows": rows}
 
 

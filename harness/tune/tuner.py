@@ -110,11 +110,13 @@ def split_prompt_sets(base: dict[str, Any], split: str, dev_fraction: float) -> 
 
 
 def _run_config(base: dict[str, Any], tcfg: TuneConfig, split: str, strategies: list[dict[str, Any]],
-                out_dir: Path, run_id: str, source: str) -> RunConfig:
+                out_dir: Path, run_id: str, source: str, prompt_sets: list[Any] | None = None) -> RunConfig:
+    """A run of ``strategies`` on the ``split`` of the base's prompt sets, or on ``prompt_sets``
+    as given (whole sets the tune never saw: a replication)."""
     raw = copy.deepcopy(base)
     metrics = raw.get("metrics")
-    raw.update(prompt_sets=split_prompt_sets(base, split, tcfg.dev_fraction), strategies=strategies,
-               output={"dir": str(out_dir), "run_id": run_id})
+    sets = split_prompt_sets(base, split, tcfg.dev_fraction) if prompt_sets is None else copy.deepcopy(prompt_sets)
+    raw.update(prompt_sets=sets, strategies=strategies, output={"dir": str(out_dir), "run_id": run_id})
     if metrics is not None:  # the objective and the constraints are always scored
         raw["metrics"] = list(dict.fromkeys(list(metrics) + tcfg.metrics))
     return resolve_config(raw, f"{source} ({split})")
@@ -125,7 +127,7 @@ def _study(tcfg: TuneConfig, fam_index: int, fam: Any) -> Any:
     larger than the budget is enqueued whole, in a seeded order, so every point runs once."""
     import optuna
 
-    seed = tcfg.seed + fam_index
+    seed = tcfg.sampler_seed(fam_index, fam.key)
     grid = fam.grid_size
     if grid is not None and 0 < grid <= tcfg.trials:
         study = optuna.create_study(direction=tcfg.direction, sampler=optuna.samplers.RandomSampler(seed=seed))
@@ -256,6 +258,23 @@ def _run_test(base, tcfg, source, tune_dir, best, *, out, progress, address) -> 
     cfg = _run_config(base, tcfg, "test", strategies, tune_dir, "test", source)
     print(f"tune: the best of {len(chosen)} famil{'y' if len(chosen) == 1 else 'ies'} on the test split", file=out,
           flush=True)
+    return run(cfg, address=address, out=out, progress=progress, keep_engines=True)
+
+
+def run_replication(base: dict[str, Any], tcfg: TuneConfig, source: str, tune_dir: Path,
+                    best: dict[str, Trial | None], prompt_sets: list[Any], *, out: TextIO = sys.stdout,
+                    progress: bool = True, address: str | None = None) -> RunOutcome | None:
+    """The chosen configuration of each family, unchanged, on other prompt sets (whole: the tune
+    never saw them), with the test run's seeds: ``<tune>/replicate``, resumable like every run.
+    None when no family has a feasible trial."""
+    fams = {f.key: f for f in tcfg.families}
+    chosen = [(k, t) for k, t in best.items() if t is not None]
+    if not chosen:
+        return None
+    strategies = [{"name": fams[k].name, **t.params, "label": k} for k, t in chosen]
+    cfg = _run_config(base, tcfg, "replicate", strategies, tune_dir, "replicate", source, prompt_sets)
+    print(f"tune: the best of {len(chosen)} famil{'y' if len(chosen) == 1 else 'ies'} on the replication set(s)",
+          file=out, flush=True)
     return run(cfg, address=address, out=out, progress=progress, keep_engines=True)
 
 
