@@ -1,7 +1,7 @@
 """``deceval``: run decoding-strategy evaluations and work with their reports.
 
 One module per command group: :mod:`.run` (run, validate), :mod:`.catalogue` (strategies,
-models, prompts), :mod:`.doctor`, :mod:`.reports` (leaderboard, compare, view, metrics) and
+models, prompts), :mod:`.doctor`, :mod:`.placement` (the GPU layout on paper), :mod:`.reports` (leaderboard, compare, view, metrics) and
 :mod:`.cluster` (submit), :mod:`.tune`, :mod:`.probe` and :mod:`.study`. Heavy libraries (vllm, torch, ray) load only when a command
 needs them, so ``--help`` and config validation start in a fraction of a second.
 """
@@ -14,6 +14,7 @@ import sys
 from harness.cli.catalogue import add_catalogue_commands
 from harness.cli.cluster import add_cluster_commands
 from harness.cli.doctor import add_doctor_command
+from harness.cli.placement import add_placement_command
 from harness.cli.probe import add_probe_commands
 from harness.cli.reports import add_report_commands
 from harness.cli.run import add_run_commands
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_commands(sub)
     add_catalogue_commands(sub)
     add_doctor_command(sub)
+    add_placement_command(sub)
     add_report_commands(sub)
     add_cluster_commands(sub)
     add_tune_command(sub)
