@@ -274,3 +274,26 @@ def test_reports_are_read_through_the_report_readers_as_given(tmp_path, monkeypa
     assert seen == [("run.json", "s3://bucket/reports/base"), ("samples", "s3://bucket/reports/base")]
     assert data["runs"][0]["source"] == "s3://bucket/reports/base" and len(data["cells"]) == 120
     assert "<script>window" not in to_html(data)
+
+
+def test_rows_pair_samples_by_task_prompt_and_sample_index(tmp_path):
+    """Two tasks and two samples per prompt: one row per (task, prompt, sample), each cell in
+    the row of its own sample, the baseline label's column the base of the others."""
+    def rows(label, seed):
+        out = []
+        for task in ("maths", "facts"):
+            for sample in (0, 1):
+                for r in unit_rows(label, 0.5, seed + sample, "r", prompt_set=task):
+                    r["sample_index"] = sample
+                    r["completion"] = f"{label} {task} {r['prompt_id']} sample {sample}"
+                    out.append(r)
+        return out
+    run = write_report(tmp_path, "r", {"greedy": rows("greedy", 1), "wsp": rows("wsp", 5)})
+    data = explorer_data([run], baseline="wsp")
+    assert len(data["rows"]) == 2 * 60 * 2 and len(data["cells"]) == 2 * len(data["rows"])
+    assert [(c["strategy"], c["base"]) for c in data["cols"]] == [("greedy", 1), ("wsp", None)]
+    for cell in data["cells"]:
+        model, task, prompt_id, _seed, sample = data["rows"][cell[0]][:5]
+        label = data["cols"][cell[1]]["strategy"]
+        assert cell[2] == f"{label} {data['tasks'][task]} {prompt_id} sample {sample}"
+    assert data["metric"] == "contains_answer"  # no gate in run.json: the first quality metric present
