@@ -296,8 +296,8 @@ def to_markdown(results: dict[str, Any], figures: str = "figures") -> str:
                 lines.append(f"  Its most repetitive test completion (rep_2 {w['rep_2']:.1f}), for "
                              f"{json.dumps(w['prompt'])[:120]}: `{_code(w['completion'])}`")
         lines.append("")
-    lines += ["## Scaling up", "", "The study is sized for a 2-core CPU machine. The README (\"The seed study\") "
-              "says how to run it larger on a cluster.", ""]
+    lines += ["## Scaling up", "", "docs/study.md says how to size a study from a pilot (`--pilot N`, then `--plan`) "
+              "and how to run it larger on a cluster.", ""]
     return "\n".join(lines)
 
 

@@ -403,3 +403,35 @@ def test_report_only_rewrites_the_report_from_study_json(tmp_path, capsys):
     assert "(toy-study/probe-m.png)" in doc.read_text() and (doc.parent / "toy-study" / "probe-m.png").is_file()
     assert (study_dir / "study.md").read_text().count("(figures/") >= 2
     assert main(["study", str(f), "--report-only", "--doc", str(tmp_path / "x.txt")]) == 2
+
+
+def test_cli_pilot_config_and_plan(tmp_path, capsys):
+    from harness.study.config import pilot_raw
+    raw = pilot_raw(copy.deepcopy(SEED), 40)
+    assert raw["name"] == "study-seed-pilot"
+    assert raw["parts"]["accuracy"]["prompt_sets"] == [{"name": "strategyqa", "limit": 40}]
+    assert raw["parts"]["accuracy"]["replicate"]["prompt_sets"] == [{"name": "truthfulqa_mc", "limit": 40}]
+    assert pilot_raw({"parts": {"p": {"prompt_sets": ["facts"]}}}, 8)["parts"]["p"]["prompt_sets"] == [
+        {"name": "facts", "limit": 8}]
+    with pytest.raises(ConfigError, match="--pilot: expected a number of prompts per set >= 4, got 2"):
+        pilot_raw(SEED, 2)
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump({**SEED, "output": {"dir": str(tmp_path / "out")}}))
+    assert main(["study", str(f), "--plan"]) == 2
+    assert "run the pilot first" in capsys.readouterr().err
+    pilot_dir = tmp_path / "out" / "study-seed-pilot"
+    pilot_dir.mkdir(parents=True)
+    (pilot_dir / "study.json").write_text(json.dumps({
+        "claims": [{"id": "a", "rows": [
+            {"model": "smollm2-135m", "part": "open_ended", "treatment": "top_p", "control": "greedy",
+             "metric": "coherence", "expect": "higher", "n": 30, "diff": 0.01, "sd": 0.04, "binary": False,
+             "n_better": 0, "n_worse": 0}]}],
+        "tunes": {"smollm2-135m/open_ended": {"model": "smollm2-135m", "part": "open_ended", "dev_prompts": 6,
+                                              "test_prompts": 34}},
+        "stages": {"smollm2-135m/open_ended": {"seconds": 400.0, "cpu": "CPU X"}}}))
+    assert main(["study", str(f), "--plan"]) == 0
+    out = capsys.readouterr().out
+    # one test: alpha 0.05 / 1, d = 0.02 / 0.04 = 0.5 -> 34 test prompts; 34 / 0.85 -> 40 in the set
+    assert "34 test prompts, 40 in its prompt sets" in out and "10.0 s per prompt" in out
+    saved = json.loads((tmp_path / "out" / "study-seed" / "plan.json").read_text())
+    assert saved["estimated_seconds"] == pytest.approx(400.0)
