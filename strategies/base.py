@@ -325,6 +325,9 @@ class StepwiseStrategy(Strategy):
 
     stepwise = True
     step_fields = STEP_BASICS
+    #: True: asks ``next_token(..., nucleus_p=...)`` for exact nucleus sizes (the engine counts
+    #: them with its in-engine processor where it has one, else from full-vocabulary logprobs).
+    asks_nucleus_counts: ClassVar[bool] = False
 
     def decode(self, engine: StepEngine, prompts: Sequence[Sequence[int]], *, seeds: Sequence[int],
                stops: Stops) -> list[Decoded]:

@@ -102,6 +102,7 @@ class WSP(StepwiseStrategy):
 
     #: Seeded as a class (``mode: sample`` uses the seed); an argmax instance is deterministic.
     deterministic = False
+    asks_nucleus_counts = True
 
     def __init__(self, params: Params | None = None) -> None:
         super().__init__(params)

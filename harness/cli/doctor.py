@@ -25,7 +25,7 @@ from typing import Any, Callable, TextIO
 
 from harness.config import EngineOptions
 from harness.driver.placement import core_share
-from harness.engine.engine import Engine
+from harness.engine.engine import DECODE_PATHS, Engine, processors_enabled
 from harness.hardware import cpu_info, resolve_dtype
 from harness.metrics.sandbox import BWRAP, INSTALL_HINT, sandbox_problem
 from harness.models import (
@@ -62,6 +62,8 @@ try:
     import vllm
     from vllm import LLM, SamplingParams  # the lazy import that pulls transformers (and torchvision, if any)
     out["vllm"] = vllm.__version__
+    from vllm.triton_utils import HAS_TRITON  # the V2 model runner needs Triton
+    out["has_triton"] = bool(HAS_TRITON)
 except BaseException as exc:
     out["vllm_error"] = f"{type(exc).__name__}: {exc}"
     out["vllm"] = None
@@ -159,6 +161,37 @@ def check_engine_defaults(device: str) -> list[Finding]:
                               f"max_model_len {o.max_model_len}")]
 
 
+def expected_runner(probe: dict[str, Any], device: str) -> tuple[str, str]:
+    """The model runner vLLM should pick here, and why (the engine reads vLLM's own
+    configuration when it starts and records the runner it got in every row)."""
+    env = os.environ.get("VLLM_USE_V2_MODEL_RUNNER")
+    if env is not None:
+        return ("v2" if env not in ("0", "false", "False") else "v1"), f"VLLM_USE_V2_MODEL_RUNNER={env}"
+    if not probe.get("has_triton"):
+        return "v1", "no Triton in this vLLM build"
+    return ("v2", "CUDA default") if device == "cuda" else ("v1", f"{device} build")
+
+
+def check_decode_paths(probe: dict[str, Any], device: str) -> list[Finding]:
+    """Which model runner and which logits processors engines will use, and every strategy
+    that falls back to a slower path because of it."""
+    runner, why = expected_runner(probe, device)
+    if processors_enabled():
+        out = [Finding("runner", f"vLLM model runner {runner} expected ({why}); logits processors: the {runner} pair "
+                                 "(samplers and WSP nucleus counts inside the engine, decode_path=processor)")]
+        if runner == "v2":
+            out.append(Finding("runner", "the V2 processors are tested against vLLM's V2 classes on CPU tensors; "
+                                         "`python bench/gpu_check.py` compares V1, V2 and V2 without processors here",
+                               "warn"))
+        return out
+    out = [Finding("runner", f"vLLM model runner {runner} expected ({why}); logits processors turned off "
+                             "(DECEVAL_NUCLEUS_PROCESSOR=0)", "warn", "unset DECEVAL_NUCLEUS_PROCESSOR")]
+    for what, _, fallback, cost in DECODE_PATHS:
+        if cost:
+            out.append(Finding("runner", f"{what}: slower path decode_path={fallback} ({cost})", "warn"))
+    return out
+
+
 def check_models() -> list[Finding]:
     root = cache_root()
     env = "DECEVAL_CACHE" if os.environ.get("DECEVAL_CACHE") else "default; DECEVAL_CACHE moves it"
@@ -248,6 +281,7 @@ def run_doctor(probe: bool = False, out: TextIO = sys.stdout,
     findings = [*check_stack(stack), *check_cpu(), *check_gpus(stack)]
     if "vllm_error" not in stack:
         findings += check_engine_defaults(device)
+        findings += check_decode_paths(stack, device)
     findings += [*check_models(), *check_tools()]
     if probe and not any(f.level == "error" for f in findings):
         findings += probe_engine()

@@ -202,8 +202,9 @@ def _resolve_models(cfg: RunConfig) -> tuple[dict[str, tuple[str, bool]], dict[s
 
 
 def engine_summary(info: dict[str, Any]) -> dict[str, Any]:
-    """What a unit's engine says of its dtype and CPU, as run.json keeps it per model."""
-    return {"dtype": info.get("dtype"), "dtype_requested": info.get("dtype_requested"), "cpu": info.get("cpu")}
+    """What a unit's engine says of its dtype, CPU and vLLM model runner, as run.json keeps it per model."""
+    return {"dtype": info.get("dtype"), "dtype_requested": info.get("dtype_requested"), "cpu": info.get("cpu"),
+            "model_runner": info.get("model_runner"), "logits_processors": info.get("logits_processors")}
 
 
 def _resolved_engines(run_dir: Path, units: list[WorkUnit], outcome: RunOutcome, ran: set[str]) -> None:

@@ -22,7 +22,7 @@ WATCH_S = 0.5
 #: What a unit records of the engine that made it (its file's metadata): who, where, in which
 #: dtype, and the engine's own costs so far (start, warm-up), which are never the unit's.
 ENGINE_INFO_KEYS = ("pid", "cpu_cores", "model_path", "dtype", "dtype_requested", "cpu", "load_seconds",
-                    "warmup_seconds", "warmups", "cache_resets")
+                    "warmup_seconds", "warmups", "cache_resets", "model_runner", "logits_processors")
 
 
 class EngineActor:

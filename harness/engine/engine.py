@@ -17,8 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness.config import EngineOptions
-from harness.engine.vllm_ext import (NUCLEUS_ARG, NUCLEUS_PROCESSOR, SAMPLER_PROCESSOR, SLOTS_KEY, TAIL_ARG,
-                                     TAIL_CONNECTOR, TAIL_CONNECTOR_MODULE)
+from harness.engine.vllm_ext import (NUCLEUS_ARG, PROCESSORS, SLOTS_KEY, TAIL_ARG, TAIL_CONNECTOR,
+                                     TAIL_CONNECTOR_MODULE)
 from harness.hardware import cpu_info, resolve_dtype
 from strategies.base import StepResult
 from strategies.distributions import step_result
@@ -50,6 +50,50 @@ class WarmUpLog:
 
     def as_info(self) -> dict[str, Any]:
         return {"warmup_seconds": round(self.seconds, 3), "warmups": self.count, "cache_resets": self.cache_resets}
+
+
+def processors_enabled() -> bool:
+    """Whether engines register the in-engine logits processors (nucleus counter, sampler
+    rules): yes unless ``DECEVAL_NUCLEUS_PROCESSOR=0`` turns them off. Off, nucleus counts
+    come from full-vocabulary flat logprobs and the samplers run stepwise."""
+    flag = os.environ.get("DECEVAL_NUCLEUS_PROCESSOR")
+    return flag is None or flag not in ("0", "false", "no", "")
+
+
+def model_runner_of(llm_kwargs: dict[str, Any]) -> str:
+    """"v1" or "v2": the model runner vLLM will build for these ``LLM(...)`` arguments, read
+    from vLLM's own configuration (``VllmConfig.use_v2_model_runner`` of the config ``LLM``
+    builds from them: the environment, Triton, the features V2 lacks), not guessed. The CPU
+    build has no Triton: V1. CUDA: V2 unless ``VLLM_USE_V2_MODEL_RUNNER=0``."""
+    from vllm.engine.arg_utils import EngineArgs
+    args = {k: v for k, v in llm_kwargs.items() if k != "logits_processors"}
+    if isinstance(args.get("kv_transfer_config"), dict):
+        from vllm.config import KVTransferConfig
+        args["kv_transfer_config"] = KVTransferConfig(**args["kv_transfer_config"])
+    return "v2" if EngineArgs(**args).create_engine_config().use_v2_model_runner else "v1"
+
+
+#: Where each kind of strategy runs on an engine (the rows' ``decode_path``), with and without
+#: the logits processors: (what, path with them, path without, what the fallback costs).
+DECODE_PATHS = (
+    ("samplers (typical, eta, epsilon, mirostat, dynamic_top_p)", "processor", "stepwise",
+     "one full-vocabulary request per live sequence per step"),
+    ("WSP nucleus counts", "processor", "flat_logprobs", "full-vocabulary logprobs per lookahead request"),
+    ("native strategies (greedy, top-p, ...)", "native", "native", None),
+    ("beam search and other stepwise strategies", "stepwise", "stepwise", None),
+)
+
+
+def log_decode_paths(runner: str, processors: bool, device: str) -> None:
+    """Say which runner the engine got and where strategies run on it; a slower fallback is a
+    warning, never silent."""
+    if processors:
+        log.info("engine: vLLM model runner %s on %s, logits processors %s: samplers and WSP counts run inside "
+                 "the engine (decode_path=processor)", runner, device, runner)
+        return
+    slow = "; ".join(f"{what}: {off} ({cost})" for what, _, off, cost in DECODE_PATHS if cost)
+    log.warning("engine: vLLM model runner %s on %s with the logits processors turned off "
+                "(DECEVAL_NUCLEUS_PROCESSOR=0); slower paths: %s", runner, device, slow)
 
 
 class Engine:
@@ -87,11 +131,6 @@ class Engine:
             kwargs["max_num_seqs"] = options.max_num_seqs
         if self.device == "cpu" and not options.engine_core_process:
             kwargs["distributed_executor_backend"] = "mp"  # the model still runs in a worker process
-        if self._use_logits_processors():
-            # Exact top-p nucleus counts for stepwise strategies that ask (a lookahead), and the
-            # samplers' rules inside generate; each a no-op for every request that does not ask
-            # (harness.engine.vllm_ext.nucleus, .samplers).
-            kwargs["logits_processors"] = [NUCLEUS_PROCESSOR, SAMPLER_PROCESSOR]
         self.tail_cache_slots = self._tail_cache_slots()
         if self.tail_cache_slots:
             kwargs["kv_transfer_config"] = {
@@ -104,8 +143,24 @@ class Engine:
             if options.tensor_parallel_size > 1:
                 kwargs["distributed_executor_backend"] = "ray"
         t0 = time.perf_counter()
+        #: vLLM's model runner for this engine, "v1" or "v2": what vLLM's own configuration
+        #: chooses for these arguments, checked against the built engine below.
+        self.model_runner = model_runner_of(kwargs)
+        #: The logits processors registered: the runner's own pair, or none (turned off).
+        self.logits_processors: tuple[str, ...] = PROCESSORS[self.model_runner] if processors_enabled() else ()
+        if self.logits_processors:
+            # Exact top-p nucleus counts for stepwise strategies that ask (a lookahead), and the
+            # samplers' rules inside generate; each a no-op for every request that does not ask
+            # (harness.engine.vllm_ext: .nucleus and .samplers on V1, .v2 on V2).
+            kwargs["logits_processors"] = list(self.logits_processors)
         self.llm = LLM(**kwargs)
         self.load_seconds = time.perf_counter() - t0
+        built = "v2" if self.llm.llm_engine.vllm_config.use_v2_model_runner else "v1"
+        if built != self.model_runner:  # never run one runner's rows under the other's label
+            self.close()
+            raise RuntimeError(f"vLLM built its model runner {built} where its configuration said "
+                               f"{self.model_runner}; the logits processors registered are {self.model_runner}'s")
+        log_decode_paths(self.model_runner, bool(self.logits_processors), self.device)
         self.tokenizer = self.llm.get_tokenizer()
         self.vocab_size = int(self.llm.llm_engine.model_config.get_vocab_size())
         eos = set()
@@ -136,17 +191,6 @@ class Engine:
         if self.options.tail_cache_slots is not None:
             return self.options.tail_cache_slots
         return 512 if self.device == "cpu" else 0
-
-    def _use_logits_processors(self) -> bool:
-        """The in-engine nucleus counter and sampler rules are V1 logits processors: on by
-        default on the CPU build (V1 model runner); on CUDA only with
-        ``VLLM_USE_V2_MODEL_RUNNER=0`` (the V2 runner rejects V1-style processors; untested
-        here). ``DECEVAL_NUCLEUS_PROCESSOR=0`` turns them off: nucleus counts then come from
-        full-vocabulary flat logprobs, and the samplers run stepwise."""
-        flag = os.environ.get("DECEVAL_NUCLEUS_PROCESSOR")
-        if flag is not None:
-            return flag not in ("0", "false", "no", "")
-        return self.device == "cpu" or os.environ.get("VLLM_USE_V2_MODEL_RUNNER") == "0"
 
     def reset_caches(self) -> None:
         """Empty the prefix cache and the tail cache (``reset_connector``), so the next request
@@ -224,6 +268,8 @@ class Engine:
             "num_hidden_layers": getattr(text_cfg, "num_hidden_layers", None),
             "load_seconds": round(self.load_seconds, 2), **self.warm.as_info(), "vllm_version": vllm.__version__,
             "pid": os.getpid(), "tail_cache_slots": self.tail_cache_slots,
+            # vLLM's model runner and the logits processors registered on it (empty: turned off)
+            "model_runner": self.model_runner, "logits_processors": list(self.logits_processors),
             # What ``dtype: auto`` became, and the CPU it was decided on.
             "dtype_requested": self.options.dtype,
             "dtype": str(self.llm.llm_engine.model_config.dtype).removeprefix("torch."),
@@ -301,13 +347,14 @@ class Engine:
         of the counts (top-1024: 0.27 s, 99.2%). The two exact mechanisms agreed on all 128
         counts and top tokens.
 
-        - in-engine (default where available): the ``harness.engine.vllm_ext.nucleus`` V1 logits processor
-          counts N on the engine side and returns it as the greedy token (N - 1); only
-          ``top_k + 8`` logprobs come back. Needs the V1 model runner: the CPU build; on
-          CUDA only with ``VLLM_USE_V2_MODEL_RUNNER=0`` (untested here).
-        - fallback: ``logprobs=-1`` with ``flat_logprobs`` (plain lists, no per-token
-          objects) and the count in numpy (:func:`strategies.distributions.nucleus_size`). Plain
-          SamplingParams: runs on the CUDA build as is (also untested there).
+        - in-engine (default): the nucleus logits processor of the engine's model runner
+          (``harness.engine.vllm_ext.nucleus`` on V1, its twin in ``.v2`` on V2) counts N on the
+          engine side and returns it as the greedy token (N - 1); only ``top_k + 8`` logprobs
+          come back. Run in vLLM on the CPU build (V1); the V2 twin is tested against vLLM's
+          V2 classes on CPU tensors only (docs/gpu.md).
+        - fallback (``DECEVAL_NUCLEUS_PROCESSOR=0``): ``logprobs=-1`` with ``flat_logprobs``
+          (plain lists, no per-token objects) and the count in numpy
+          (:func:`strategies.distributions.nucleus_size`).
         ``full=True`` (the samplers) always takes the whole vocabulary.
         """
         from vllm import SamplingParams
@@ -357,13 +404,13 @@ class Engine:
     def nucleus_in_engine(self) -> bool:
         """True when this engine counts nucleus sizes with the in-engine logits processor."""
         procs = getattr(self.llm.llm_engine.model_config, "logits_processors", None) or []
-        return NUCLEUS_PROCESSOR in procs
+        return PROCESSORS[self.model_runner][0] in procs
 
     @property
     def samplers_in_engine(self) -> bool:
         """True when this engine applies the samplers' rules inside generate."""
         procs = getattr(self.llm.llm_engine.model_config, "logits_processors", None) or []
-        return SAMPLER_PROCESSOR in procs
+        return PROCESSORS[self.model_runner][1] in procs
 
     def beam_search(self, prompts: Sequence[Sequence[int]], *, beam_width: int, max_tokens: int,
                     length_penalty: float = 1.0, ignore_eos: bool = False) -> list[dict[str, Any]]:

@@ -117,6 +117,9 @@ def _generate(engine: Any, unit: WorkUnit, strategy: Any,
             else:
                 row["prompt_tokens"] = len(ids)
                 todo.append((row, ids))
+    runner, path = getattr(engine, "model_runner", None), decode_path(engine, strategy)
+    for row in rows:
+        row["model_runner"], row["decode_path"] = runner, path
     t0 = time.perf_counter()
     if runs_stepwise(engine, strategy):
         run_stepwise(engine, unit, strategy, todo)
@@ -169,6 +172,19 @@ def runs_stepwise(engine: Any, strategy: Any) -> bool:
     if strategy.runs_stepwise():
         return True
     return bool(getattr(strategy, "in_engine_rule", False)) and not getattr(engine, "samplers_in_engine", False)
+
+
+def decode_path(engine: Any, strategy: Any) -> str:
+    """Where ``strategy``'s tokens are decided on ``engine`` (the rows' ``decode_path``):
+    "processor" (a logits processor inside vLLM: a sampler's rule in ``generate``, or WSP's
+    nucleus counts), "native" (vLLM's own sampling), "flat_logprobs" (WSP's counts from
+    full-vocabulary logprobs: no nucleus processor) or "stepwise" (the step driver's own rule,
+    one request per sequence per step: beam search, a sampler without the processor)."""
+    if runs_stepwise(engine, strategy):
+        if getattr(strategy, "asks_nucleus_counts", False):
+            return "processor" if getattr(engine, "nucleus_in_engine", False) else "flat_logprobs"
+        return "stepwise"
+    return "processor" if getattr(strategy, "in_engine_rule", False) else "native"
 
 
 def _run_native(engine: Any, unit: WorkUnit, strategy: Any, todo: list[tuple[dict[str, Any], list[int]]]) -> None:
