@@ -161,6 +161,10 @@ def parse_study_config(raw: Any, source: str) -> StudyConfig:
                           f"{TPE_STARTUP_TRIALS} seeded start-up trials (up to them every trial is a random draw), "
                           f"allowed: {TPE_STARTUP_TRIALS + 1} or more, got {trials}; raise it, or declare "
                           f"'search: random' for a seeded random search of that budget")
+    if search == "random" and isinstance(trials, int) and trials > TPE_STARTUP_TRIALS:
+        raise ConfigError(f"{source}: tune.trials: with search: random the budget is at most TPE's "
+                          f"{TPE_STARTUP_TRIALS} seeded random start-up trials (beyond them TPE proposes), allowed: "
+                          f"1 to {TPE_STARTUP_TRIALS}, got {trials}; or declare 'search: tpe'")
     alpha, power = raw.get("alpha", 0.05), raw.get("power", 0.8)
     for key, value, (lo, hi) in (("alpha", alpha, (0.0, 0.5)), ("power", power, (0.5, 1.0))):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo < value < hi:

@@ -82,6 +82,8 @@ def bad(**over):
     ({"tune__search": None, "tune__trials": 10}, r"tune.trials: with search: tpe the budget must exceed TPE's 10 "
                                                   r"seeded start-up trials .* allowed: 11 or more, got 10"),
     ({"tune__search": "grid"}, r"tune.search: expected one of tpe, random, got 'grid'"),
+    ({"tune__trials": 12}, r"tune.trials: with search: random the budget is at most TPE's 10 .* allowed: 1 to 10, "
+                           r"got 12"),
     ({"smallest_effect__rep_3": None}, r"smallest_effect.rep_3: claim b tests rep_3; declare"),
     ({"smallest_effect__rep_3": -1}, r"smallest_effect.rep_3: expected a number > 0 .* got -1"),
     ({"smallest_effect__wow": 1}, r"smallest_effect.wow: unknown metric"),
