@@ -43,7 +43,7 @@ VERDICTS = {"supported": "supported", "not": "not supported", "none": "no effect
 SIGN_WORDS = {"+": "as claimed", "-": "against the claim", "=": "equivalent", "0": "undecided at this size"}
 
 
-def test_row(df: Any, test: Any, model: str, smallest: float) -> dict[str, Any]:
+def paired_row(df: Any, test: Any, model: str, smallest: float) -> dict[str, Any]:
     """One test's figures before the multiplicity adjustment (``df``: the part's test rows)."""
     row: dict[str, Any] = {"model": model, "part": test.part, "treatment": test.treatment, "control": test.control,
                            "metric": test.metric, "expect": test.expect, "smallest_effect": smallest}
@@ -121,7 +121,7 @@ def decide_tests(claims: Any, samples: dict[str, Any], models: list[str], smalle
     for claim in claims:
         if claim.probe:
             continue
-        out[claim.id] = [test_row(samples.get(f"{model}/{t.part}"), t, model, smallest[t.metric])
+        out[claim.id] = [paired_row(samples.get(f"{model}/{t.part}"), t, model, smallest[t.metric])
                          for t in claim.tests for model in models]
     adjust([r for rows in out.values() for r in rows], alpha, power)
     return out
