@@ -9,7 +9,11 @@ without AVX-512 is several times slower), so the session starts as few as it can
   except where a test is about vLLM's own layout;
 - ``ray_local``: one embedded Ray for every test that runs units through actors;
 - ``small_report``: one real report (a quickstart-sized run through Ray), read by the run,
-  leaderboard and summary tests alike.
+  leaderboard and summary tests alike;
+- ``s3_server``: one real S3 server for the session (moto's server mode in a child process,
+  tests/fakes/s3_server.py), with ``s3_env`` (the AWS variables that point ``s3://`` URIs
+  at it, for one test and the processes it starts) and ``s3_bucket`` (a fresh bucket per
+  test, as ``s3://<name>``). Any test that needs object storage uses these three.
 """
 
 from __future__ import annotations
@@ -87,3 +91,31 @@ def small_report(tmp_path_factory, ray_local):
     out = io.StringIO()
     outcome = run(cfg, out=out, progress=False)
     return cfg, outcome, out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 server (moto, loopback, a child process) for the whole session: an
+    :class:`tests.fakes.s3_server.S3Server` with ``endpoint``, ``env``, ``secret_key``,
+    ``filesystem()`` and ``create_bucket()``."""
+    from tests.fakes.s3_server import start_s3_server, stop_s3_server
+    server = start_s3_server()
+    yield server
+    stop_s3_server(server)
+
+
+@pytest.fixture()
+def s3_env(s3_server, monkeypatch):
+    """The standard AWS variables (endpoint, key pair, region) of ``s3_server`` exported for
+    this test, so ``s3://`` URIs reach it as they would reach real S3; returns the server."""
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server
+
+
+@pytest.fixture()
+def s3_bucket(s3_env) -> str:
+    """A fresh, empty bucket on ``s3_server`` (with ``s3_env`` set): ``s3://<name>``."""
+    return s3_env.create_bucket()

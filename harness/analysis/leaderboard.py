@@ -26,7 +26,7 @@ from harness.analysis.stats import summary
 from harness.metrics import METRICS, default_metrics, score_rows
 from harness.models.capacity import run_capacities
 from harness.plan import builtin_columns
-from harness.report import read_run_json, read_samples
+from harness.report import Where, find_reports, locate, read_run_json, read_samples, write_text_atomic
 from harness.rows import columns_from_meta, union_columns
 from strategies.base import Column
 
@@ -44,23 +44,11 @@ _MD_SPECIAL_RE = re.compile(r"[\\|`&<>]")
 _CONTROL_RE = re.compile(r"\r\n|[\x00-\x1f\x7f-\x9f]")  # newlines, tabs, terminal escapes
 
 
-def expand_reports(paths: Iterable[Path | str]) -> list[Path]:
-    """Run folders (holding run.json) from the paths given; a folder of runs (e.g.
-    ``reports/``) expands to every run inside it."""
-    out: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if (p / "run.json").exists():
-            out.append(p)
-            continue
-        runs = sorted(d for d in p.iterdir() if (d / "run.json").exists()) if p.is_dir() else []
-        if not runs:
-            raise FileNotFoundError(f"{p}: not a report folder (no run.json) and holds no report folders; "
-                                    f"give reports/<run_id> written by 'deceval run'")
-        out.extend(runs)
-    if not out:
-        raise FileNotFoundError("no report folders given")
-    return out
+def expand_reports(paths: Iterable[Where | str]) -> list[Where]:
+    """Run folders (holding run.json) from the paths or URIs given; a folder of runs (e.g.
+    ``reports/`` or ``s3://bucket/reports``) expands to every run inside it
+    (:func:`harness.report.find_reports`)."""
+    return find_reports(paths)
 
 
 def rescore_missing(df: Any, metrics: Sequence[str], *, execute_code: bool = False) -> Any:
@@ -471,16 +459,16 @@ def to_html(lb: Leaderboard, figures: Sequence[tuple[str, str]] = (), figures_he
     return "\n".join(parts)
 
 
-def write_leaderboard(lb: Leaderboard, out_dir: Path | str, html_page: bool = True,
-                      figures: Sequence[tuple[str, str]] = (), figures_heading: str = "") -> dict[str, Path]:
+def write_leaderboard(lb: Leaderboard, out_dir: Where | str, html_page: bool = True,
+                      figures: Sequence[tuple[str, str]] = (), figures_heading: str = "") -> dict[str, Where]:
     """Write leaderboard.md, leaderboard.csv (the long table, formula-safe: ``csv_safe``) and
-    leaderboard.html (with ``figures`` after the models, see ``to_html``) into out_dir."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    leaderboard.html (with ``figures`` after the models, see ``to_html``) into out_dir, a
+    folder or a URI (each file written whole: renamed into place, or uploaded once)."""
+    out = locate(out_dir, "--out")
     paths = {"markdown": out / "leaderboard.md", "csv": out / "leaderboard.csv"}
-    paths["markdown"].write_text(to_markdown(lb))
-    csv_safe(lb.table).to_csv(paths["csv"], index=False)
+    write_text_atomic(paths["markdown"], to_markdown(lb))
+    write_text_atomic(paths["csv"], csv_safe(lb.table).to_csv(index=False))
     if html_page:
         paths["html"] = out / "leaderboard.html"
-        paths["html"].write_text(to_html(lb, figures, figures_heading))
+        write_text_atomic(paths["html"], to_html(lb, figures, figures_heading))
     return paths

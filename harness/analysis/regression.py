@@ -83,7 +83,7 @@ from harness.config import GateConfig, load_gate_config
 from harness.metrics import METRICS, direction_word
 from harness.metrics.sandbox import humaneval_task
 from harness.tasks import HUMANEVAL_SET
-from harness.report import read_run_json, read_samples
+from harness.report import locate, read_run_json, read_samples
 
 #: Columns every report row must carry for the pairing and the prompt-set check.
 REQUIRED_COLUMNS = ("model", "strategy_label", "prompt_set", "prompt_id", "prompt_hash", "base_seed", "sample_index")
@@ -349,7 +349,7 @@ def compare(baseline: Path | str, candidate: Path | str, gate: GateConfig | None
     import pandas as pd
 
 
-    base_dir, cand_dir = Path(baseline), Path(candidate)
+    base_dir, cand_dir = locate(baseline, "BASELINE"), locate(candidate, "CANDIDATE")  # folders or URIs
     base_meta, cand_meta = read_run_json(base_dir), read_run_json(cand_dir)
     gate = gate or load_gate_config(None, base_meta, base_dir)
     notes = _meta_notes(base_meta, cand_meta, gate)

@@ -17,6 +17,7 @@ from harness.analysis.explorer import default_out, view_command, write_explorer
 from harness.analysis.regression import compare, format_comparison
 from harness.config import load_gate_config
 from harness.errors import DecevalError
+from harness.files import is_uri
 from harness.metrics import describe_metrics
 
 
@@ -25,7 +26,7 @@ def _metric_list(text: str | None) -> list[str] | None:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+    if args.out and not is_uri(args.out) and Path(args.out).exists() and not Path(args.out).is_dir():
         print(f"error: --out {args.out} is a file; give a folder (it is created if missing)", file=sys.stderr)
         return 2
     try:
@@ -35,7 +36,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else (reports[0] / "leaderboard")
+    out = args.out or (reports[0] / "leaderboard")  # a folder or a URI, as the reports are
     try:
         paths = write_leaderboard(lb, out, html_page=not args.no_html)
     except OSError as exc:  # a read-only folder, a path through a file, a full disk
@@ -119,8 +120,9 @@ def add_report_commands(sub: "argparse._SubParsersAction") -> None:
     lb = sub.add_parser("leaderboard", help="rank strategies per model and metric over one or more reports; "
                                             "writes Markdown, CSV and an HTML page with plots")
     lb.add_argument("reports", nargs="*", metavar="REPORT",
-                    help="report folders (reports/<run_id>) or folders of them (default: reports)")
-    lb.add_argument("--out", help="output folder (default: <first report>/leaderboard)")
+                    help="report folders (reports/<run_id>) or folders of them, or URIs of either "
+                         "(s3://BUCKET/PREFIX/<run_id>; default: reports)")
+    lb.add_argument("--out", help="output folder or URI (default: <first report>/leaderboard)")
     lb.add_argument("--metrics", help="comma-separated metric names (default: the report's metrics)")
     lb.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the CIs (default 2000)")
     lb.add_argument("--confidence", type=float, default=0.95, help="CI level (default 0.95)")
@@ -132,8 +134,9 @@ def add_report_commands(sub: "argparse._SubParsersAction") -> None:
 
     c = sub.add_parser("compare", help="gate a candidate run against a baseline: per metric the paired difference, "
                                        "its CI and a non-inferiority test; exit 0 pass, 1 gate failed, 2 bad input")
-    c.add_argument("baseline", metavar="BASELINE", help="baseline report folder (reports/<run_id>)")
-    c.add_argument("candidate", metavar="CANDIDATE", help="candidate report folder")
+    c.add_argument("baseline", metavar="BASELINE", help="baseline report folder (reports/<run_id>) or URI "
+                                                         "(s3://BUCKET/PREFIX/<run_id>)")
+    c.add_argument("candidate", metavar="CANDIDATE", help="candidate report folder or URI")
     c.add_argument("--gate", help="YAML file with a 'regression:' section (default: the BASELINE run.json's "
                                   "config.regression, never the candidate's; else exact_match/contains_answer/"
                                   "numeric_match/pass_at_1 with tolerance 0)")

@@ -27,9 +27,9 @@ from harness.rows import columns_meta, sample_schema
 from harness.report import (
     RunLock,
     git_revision,
-    inside,
     now_iso,
     package_versions,
+    run_folder,
     set_aside,
     unit_meta,
     unit_problem,
@@ -73,7 +73,7 @@ def run(cfg: RunConfig, *, address: str | None = None, run_id: str | None = None
     generation, scoring or writing fails is a failed unit and the run goes on; whatever ends
     the run early (an interrupt, a crash) leaves run.json saying so, with the reason."""
     run_id = check_run_id(run_id, "--resume") if run_id else cfg.run_id
-    run_dir = inside(Path(cfg.output_dir), Path(cfg.output_dir) / run_id)
+    run_dir = run_folder(cfg.output_dir, run_id)  # a local folder, or a prefix at a URI (s3://...)
     with RunLock(run_dir):
         return _run_locked(cfg, run_id, run_dir, address=address, out=out, verbose=verbose, progress=progress,
                            keep_engines=keep_engines)
