@@ -5,7 +5,8 @@ are the real ones.
 
 - a run with ``output.dir: s3://bucket/prefix`` writes run.json and the Hive-partitioned
   unit files there, and nothing locally; pandas/pyarrow read it back in place
-  (``open_report``);
+  (``open_report``); ``deceval run`` prints its URI and the summary read from there; a second
+  driver on the same URI (on this machine) is refused;
 - an upload that fails half-way leaves no object under the unit's name, and the rerun redoes
   that unit only;
 - a truncated object or one naming another unit, put there directly, is not trusted: resume
@@ -30,7 +31,7 @@ from harness import report
 from harness.cli import main
 from harness.config import resolve_config
 from harness.driver import runner
-from harness.errors import UnsafePathError
+from harness.errors import RunInUseError, UnsafePathError
 from harness.report import StorageError, StorePath, locate, open_report, read_run_json, unit_problem
 from tests.fakes.reports import GOOD, make_report
 from tests.fakes.scripted_runner import use_scripted_runner
@@ -50,6 +51,16 @@ def make_cfg(tmp_path: Path, output_dir: str, prompts: int = 6):
            "generation": {"max_tokens": 4, "seed": 0}, "shard_size": 2, "metrics": ["contains_answer"],
            "output": {"dir": output_dir}}
     return resolve_config(raw, str(tmp_path / "s3-run.yaml"))
+
+
+def write_config(tmp_path: Path) -> Path:
+    """A one-unit config file (the folder is its own tiny "model")."""
+    cfg_path = tmp_path / "c.yaml"
+    (tmp_path / "q.jsonl").write_text(json.dumps({"id": "q0", "prompt": "Q?", "reference": "Paris"}) + "\n")
+    cfg_path.write_text(f"run_name: cli\nmodels: [{{model: {tmp_path}, name: tiny}}]\n"
+                        f"prompt_sets: [{{path: {tmp_path / 'q.jsonl'}, name: q}}]\nstrategies: [{{name: greedy}}]\n")
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 32}))
+    return cfg_path
 
 
 @pytest.fixture()
@@ -126,6 +137,23 @@ def test_rerun_from_s3_skips_every_verified_unit(tmp_path, s3_bucket, scripted):
     # --resume RUN_ID reaches the same prefix
     resumed, _ = run_quiet(cfg, run_id=cfg.run_id)
     assert resumed.units_skipped == 6 and scripted == []
+
+
+def test_deceval_run_cli_prints_the_report_uri_and_its_summary(tmp_path, s3_bucket, scripted, capsys):
+    cfg_path = write_config(tmp_path)
+    assert main(["run", str(cfg_path), "--output-dir", f"{s3_bucket}/cli", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    (run,) = report.find_reports([f"{s3_bucket}/cli"])
+    run_id = open_report(run).run_id
+    assert f"report: {s3_bucket}/cli/{run_id}  (1 unit(s) run" in out and "greedy" in out  # the summary, read from s3
+
+
+def test_a_second_driver_on_the_same_uri_is_refused(tmp_path, s3_bucket, scripted):
+    cfg = make_cfg(tmp_path, f"{s3_bucket}/r")
+    with report.RunLock(f"{s3_bucket}/r/{cfg.run_id}"):
+        with pytest.raises(RunInUseError, match=f"{s3_bucket}/r/{cfg.run_id} is in use by another deceval driver"):
+            run_quiet(cfg)
+    assert scripted == [] and run_quiet(cfg)[0].ok
 
 
 # ---- crashes: no partial object is ever trusted --------------------------------------------------
@@ -231,11 +259,7 @@ def test_leaderboard_and_compare_read_reports_at_s3(tmp_path, s3_bucket, s3_env,
     ("nosuchfs://bucket/reports", "no filesystem for 'nosuchfs://'"),
 ])
 def test_bad_output_uris_are_one_line_errors_naming_the_setting(tmp_path, uri, expected, scripted, capsys):
-    cfg_path = tmp_path / "c.yaml"
-    (tmp_path / "q.jsonl").write_text(json.dumps({"id": "q0", "prompt": "Q?"}) + "\n")
-    cfg_path.write_text(f"run_name: bad\nmodels: [{{model: {tmp_path}, name: tiny}}]\n"
-                        f"prompt_sets: [{{path: {tmp_path / 'q.jsonl'}, name: q}}]\nstrategies: [{{name: greedy}}]\n")
-    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 32}))
+    cfg_path = write_config(tmp_path)
     assert main(["run", str(cfg_path), "--output-dir", uri, "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err and err.startswith("error: output.dir"), err
