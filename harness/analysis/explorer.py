@@ -16,9 +16,10 @@ run is diffed against the same label in the first run (what ``deceval compare BA
 CANDIDATE`` pairs). Rows are paired like the gate pairs them: model, prompt set, prompt id,
 base seed and sample index.
 
-Reports are read through :func:`harness.report.read_samples` and
-:func:`harness.report.read_run_json`, given each report as the string the user typed, so an
-object-storage URI works wherever those readers accept one.
+Reports are found with :func:`harness.report.find_reports` and read with
+:func:`harness.report.open_report`, the one reader of a finished report, so a report may be a
+local folder or a URI (``s3://bucket/prefix/<run_id>``); the page is written with
+:func:`harness.report.write_text_atomic`, to a file or a URI.
 """
 
 from __future__ import annotations
@@ -28,15 +29,14 @@ import hashlib
 import html
 import json
 import math
-import os
 import shlex
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from harness.analysis.explorer_page import PAGE_CSS, PAGE_JS
-from harness.analysis.leaderboard import QUALITY_METRICS, expand_reports
+from harness.analysis.leaderboard import QUALITY_METRICS
 from harness.metrics import METRICS
-from harness.report import read_run_json, read_samples
+from harness.report import Where, find_reports, locate, open_report, write_text_atomic
 from harness.rows import columns_from_meta
 
 #: The row identity, as the regression gate pairs samples (with the model in front).
@@ -48,23 +48,10 @@ COST_COLUMNS = ("completion_tokens", "prompt_tokens", "latency_s", "computed_tok
 _NOT_METRICS = {"sample_index", "seed", "base_seed", "unit_seconds", *COST_COLUMNS}
 
 
-def is_uri(source: str | Path) -> bool:
-    """True for an object-storage or other fsspec URI (``s3://bucket/run``)."""
-    return "://" in str(source)
-
-
-def report_sources(paths: Iterable[str | Path]) -> list[str]:
-    """The reports to read, as strings: a URI is kept as given; a local folder of runs (such
-    as ``reports/``) expands to the runs inside it."""
-    out: list[str] = []
-    for p in paths:
-        if is_uri(p):
-            out.append(str(p))
-        else:
-            out.extend(str(r) for r in expand_reports([p]))
-    if not out:
-        raise FileNotFoundError("no report given")
-    return out
+def report_sources(paths: Iterable[str | Where]) -> list[Where]:
+    """The reports to read: each folder or URI holding a run.json, and every run inside a
+    folder or prefix of runs (``reports/``, ``s3://bucket/reports``)."""
+    return find_reports(paths)
 
 
 def _num(v: Any) -> float | int | None:
@@ -136,7 +123,7 @@ def _gated(meta: dict[str, Any]) -> list[str]:
     return [str(g) for g in gates]
 
 
-def explorer_data(reports: Sequence[str | Path], baseline: str | None = None,
+def explorer_data(reports: Sequence[str | Where], baseline: str | None = None,
                   metric: str | None = None, title: str | None = None, prefer: Sequence[str] = ()) -> dict[str, Any]:
     """The explorer's data: runs, columns (run x strategy label, each with the column it is
     diffed against), rows (one per paired sample key) and cells (one per sample).
@@ -151,8 +138,9 @@ def explorer_data(reports: Sequence[str | Path], baseline: str | None = None,
     sources = report_sources(reports)
     metas, frames = [], []
     for i, src in enumerate(sources):
-        metas.append(read_run_json(src))
-        df = read_samples(src)
+        report = open_report(src)
+        metas.append(report.meta)
+        df = report.samples()
         df["_run"] = i
         frames.append(df)
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -169,7 +157,7 @@ def explorer_data(reports: Sequence[str | Path], baseline: str | None = None,
     default_metric = metric or next((g for g in [*prefer, *_gated(metas[0])] if g in names), None) \
         or next((q for q in QUALITY_METRICS if q in names), None) or (names[0] if names else None)
 
-    runs = [{"id": str(meta.get("run_id") or Path(src.rstrip("/")).name), "source": src,
+    runs = [{"id": str(meta.get("run_id") or src.name), "source": str(src),
              "status": str(meta.get("status", ""))} for src, meta in zip(sources, metas)]
     labels_by_run = {i: sorted(set(map(str, g["strategy_label"]))) for i, g in df.groupby("_run")}
     if baseline is not None and not any(baseline in ls for ls in labels_by_run.values()):
@@ -247,37 +235,27 @@ def to_html(data: dict[str, Any]) -> str:
             f"<script>{PAGE_JS}</script>\n</body>\n</html>\n")
 
 
-def default_out(reports: Sequence[str | Path]) -> Path:
-    """``<first report>/explorer.html`` for a local report, ``explorer.html`` here for a URI."""
-    first = str(reports[0]) if reports else "."
-    if is_uri(first):
-        return Path("explorer.html")
-    srcs = report_sources([first])
-    return Path(srcs[0]) / "explorer.html"
+def default_out(reports: Sequence[str | Where]) -> Where:
+    """``<first report>/explorer.html``, beside its run.json (a folder or a URI)."""
+    return report_sources(reports[:1])[0] / "explorer.html"
 
 
-def write_explorer(reports: Sequence[str | Path], out: Path | str, baseline: str | None = None,
+def write_explorer(reports: Sequence[str | Where], out: Where | str, baseline: str | None = None,
                    metric: str | None = None, title: str | None = None,
-                   prefer: Sequence[str] = ()) -> tuple[Path, dict[str, Any]]:
-    """Write the explorer of ``reports`` to ``out`` (one HTML file, written under a temporary
-    name and renamed); returns the path and the data on it."""
+                   prefer: Sequence[str] = ()) -> tuple[Where, dict[str, Any]]:
+    """Write the explorer of ``reports`` to ``out``, a file or a URI (written whole: a
+    temporary file renamed into place, or one upload); returns where and the data on it."""
+    out = locate(out, "--out")
+    if isinstance(out, Path):
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a folder; give a file path such as {out / 'explorer.html'}")
+        if not out.parent.is_dir():
+            raise ValueError(f"--out {out}: the folder {out.parent} does not exist; create it or write elsewhere")
     data = explorer_data(reports, baseline, metric, title, prefer)
-    out = Path(out)
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give a file path such as {out / 'explorer.html'}")
-    if not out.parent.is_dir():
-        raise ValueError(f"--out {out}: the folder {out.parent} does not exist; create it or write elsewhere")
-    page = to_html(data)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out, data
+    return write_text_atomic(out, to_html(data)), data
 
 
-def view_command(reports: Sequence[str | Path], out: Path | str | None = None, metric: str | None = None) -> str:
+def view_command(reports: Sequence[str | Where], out: Where | str | None = None, metric: str | None = None) -> str:
     """The ``deceval view`` command line for these reports (printed by ``deceval compare``)."""
     parts = ["deceval", "view", *map(str, reports)]
     if metric:

@@ -86,15 +86,16 @@ def _explorer_for_compare(args: argparse.Namespace, result) -> None:
         return
     try:
         path, _ = write_explorer([args.baseline, args.candidate], args.view, prefer=metrics)
-    except (OSError, ValueError) as exc:  # the verdict stands; only the page is missing
+    except (OSError, ValueError, DecevalError) as exc:  # the verdict stands; only the page is missing
         print(f"error: cannot write the explorer to {args.view}: {exc}", file=sys.stderr)
         return
-    print(f"\nexplorer: {path.resolve().as_uri()} (samples side by side, regressed first)", file=sys.stderr)
+    shown = path.resolve().as_uri() if isinstance(path, Path) else str(path)
+    print(f"\nexplorer: {shown} (samples side by side, regressed first)", file=sys.stderr)
 
 
 def _cmd_view(args: argparse.Namespace) -> int:
     try:
-        out = Path(args.out) if args.out else default_out(args.reports)
+        out = args.out or default_out(args.reports)  # a file or a URI, as the reports are
         path, data = write_explorer(args.reports, out, baseline=args.baseline, metric=args.metric)
     except (FileNotFoundError, ValueError, DecevalError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -102,8 +103,9 @@ def _cmd_view(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot write the explorer: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    print(f"{path} ({len(data['cells'])} samples, {len(data['rows'])} rows, {len(data['cols'])} columns, "
-          f"{path.stat().st_size / 1e6:.1f} MB): open it in a browser")
+    size = f", {path.stat().st_size / 1e6:.1f} MB" if isinstance(path, Path) else ""
+    print(f"{path} ({len(data['cells'])} samples, {len(data['rows'])} rows, {len(data['cols'])} columns{size}): "
+          f"open it in a browser")
     return 0
 
 
@@ -159,7 +161,7 @@ def add_report_commands(sub: "argparse._SubParsersAction") -> None:
     v.add_argument("--baseline", metavar="LABEL", help="the strategy label every other strategy is diffed against")
     v.add_argument("--metric", help="the metric of the paired differences the page opens on (default: the first "
                                     "gated metric of the first run, else a quality metric)")
-    v.add_argument("--out", metavar="FILE.html", help="output file (default: <first report>/explorer.html)")
+    v.add_argument("--out", metavar="FILE.html", help="output file or URI (default: <first report>/explorer.html)")
     v.set_defaults(func=_cmd_view)
 
     m = sub.add_parser("metrics", help="list metrics with direction, aggregation and needs")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.analysis.explorer import explorer_data, json_for_script, to_html
+from harness.analysis.explorer import explorer_data, json_for_script
 from harness.cli import main
 from tests.fakes.browser import chrome
 from tests.fakes.reports import unit_rows, write_report
@@ -262,18 +262,28 @@ def test_compare_without_view_prints_the_command(tmp_path, capsys):
     assert f"deceval view {base} {cand} --metric contains_answer --out compare.html" in err
 
 
-def test_reports_are_read_through_the_report_readers_as_given(tmp_path, monkeypatch):
-    """A URI reaches harness.report's readers unchanged (object storage is theirs to read)."""
-    import harness.analysis.explorer as ex
-    base, _cand = _runs(tmp_path)
-    seen = []
-    monkeypatch.setattr(ex, "read_run_json", lambda src: seen.append(("run.json", src)) or
-                        json.loads((base / "run.json").read_text()))
-    monkeypatch.setattr(ex, "read_samples", lambda src: seen.append(("samples", src)) or pd.read_parquet(base / "samples"))
-    data = ex.explorer_data(["s3://bucket/reports/base"])
-    assert seen == [("run.json", "s3://bucket/reports/base"), ("samples", "s3://bucket/reports/base")]
-    assert data["runs"][0]["source"] == "s3://bucket/reports/base" and len(data["cells"]) == 120
-    assert "<script>window" not in to_html(data)
+def _page_data(text: str) -> dict:
+    start = text.index('id="deceval-data">') + len('id="deceval-data">')
+    return json.loads(text[start:text.index("</script>", start)])
+
+
+def test_view_reads_and_writes_reports_at_s3(tmp_path, s3_bucket, s3_env, capsys):
+    """Reports at an s3:// prefix (a real S3 server): found, read in place, and the page
+    written beside the first run.json or wherever --out points, local or at the URI."""
+    from harness.report import StorePath, locate
+    base, cand = _runs(locate(f"{s3_bucket}/reports"))
+    assert isinstance(base, StorePath)
+    assert main(["view", f"{s3_bucket}/reports", "--out", str(tmp_path / "v.html")]) == 0  # a prefix of runs
+    data = _page_data((tmp_path / "v.html").read_text(encoding="utf-8"))
+    assert [r["source"] for r in data["runs"]] == [str(base), str(cand)] and len(data["cells"]) == 240
+    assert [c["base"] for c in data["cols"]] == [None, None, 0, 1]
+    assert main(["view", str(base), "--baseline", "greedy"]) == 0  # default: beside its run.json
+    assert f"{base}/explorer.html" in capsys.readouterr().out
+    page = (base / "explorer.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<script>window.__pwned" not in page
+    assert main(["compare", str(base), str(cand), "--view", f"{s3_bucket}/reports/compare.html"]) == 1
+    assert f"explorer: {s3_bucket}/reports/compare.html" in capsys.readouterr().err
+    assert len(_page_data(locate(f"{s3_bucket}/reports/compare.html").read_text())["cells"]) == 240
 
 
 def test_rows_pair_samples_by_task_prompt_and_sample_index(tmp_path):
