@@ -38,6 +38,11 @@ class GenOutput:
 
 
 
+#: One engine step's token budget on the CPU (vLLM's CPU default for LLM), or max_model_len
+#: when larger: prefill is not chunked there (see Engine.__init__).
+CPU_BATCHED_TOKENS = 4096
+
+
 @dataclass
 class WarmUpLog:
     """An engine's work that is never a unit's: the warm-ups (harness.engine.worker.warm_up)
@@ -131,6 +136,14 @@ class Engine:
             kwargs["max_num_seqs"] = options.max_num_seqs
         if self.device == "cpu" and not options.engine_core_process:
             kwargs["distributed_executor_backend"] = "mp"  # the model still runs in a worker process
+        if self.device == "cpu":
+            # A prompt prefilled in several chunks has the token sampled after each partial chunk
+            # thrown away, and vLLM rewinds a seeded request's generator for it; torch's CPU
+            # generator cannot rewind ("CPU Generator does not use offset") and the engine dies.
+            # So on the CPU each prompt is prefilled whole: seeded sampling (top-p, temperature)
+            # over many or long prompts, more than one step's token budget, then runs.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(options.max_model_len, CPU_BATCHED_TOKENS)
         self.tail_cache_slots = self._tail_cache_slots()
         if self.tail_cache_slots:
             kwargs["kv_transfer_config"] = {

@@ -112,3 +112,24 @@ def test_reset_caches_empties_the_prefix_cache(engine):
     before = engine.warm.cache_resets
     engine.reset_caches()
     assert engine.generate([ids], [sp])[0].cached_tokens == 0 and engine.warm.cache_resets == before + 1
+
+
+def test_seeded_sampling_over_more_prompt_tokens_than_one_step_runs(engine):
+    # 8 prompts of ~650 tokens: more than one engine step's token budget (CPU_BATCHED_TOKENS),
+    # so a chunked prefill would split a seeded request, which vLLM's CPU build cannot rewind
+    from pydoc_data.topics import topics
+
+    from harness.engine.engine import CPU_BATCHED_TOKENS
+    from harness.tasks.continuation import topic_prose
+    texts = [" ".join(topic_prose(topics[k]).split()[:480]) for k in ("compound", "types", "specialnames",
+                                                                       "formatstrings", "execmodel", "import",
+                                                                       "naming", "try")]
+    prompts = [Prompt(id=f"long-{i}", set="t", text=t) for i, t in enumerate(texts)]
+    lengths = [len(engine.encode(t)) for t in texts]
+    assert sum(lengths) > CPU_BATCHED_TOKENS and max(lengths) + 8 <= 1024
+    unit = make_unit("top_p", {"top_p": 0.9}, prompts, samples=2, max_tokens=8)
+    first = execute_unit(engine, unit).rows
+    assert [r["error"] for r in first] == [None] * 16
+    assert all(r["completion_tokens"] >= 1 for r in first)
+    # seeded: the same unit gives the same samples again
+    assert [r["completion"] for r in execute_unit(engine, unit).rows] == [r["completion"] for r in first]
