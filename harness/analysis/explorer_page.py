@@ -159,7 +159,8 @@ PAGE_JS = r"""
   }
 
   // ---- word diff (only for the rows on screen) --------------------------------------------------------
-  function words(t) { return (t || "").match(/\s+|[^\s]+/g) || []; }
+  // a word with the whitespace after it: the diff aligns words, not the spaces between them
+  function words(t) { return (t || "").match(/\s+|\S+\s*/g) || []; }
   function wordDiff(a, b) {
     const x = words(a), y = words(b);
     let p = 0; while (p < x.length && p < y.length && x[p] === y[p]) p++;
@@ -343,7 +344,10 @@ PAGE_JS = r"""
     M.forEach((m, i) => facts.push([m.name, c[7][i]]));
     const t = el("table", {id: "panel-facts"});
     for (const [n, v] of facts) if (v !== null && v !== undefined) t.append(el("tr", null, el("th", {text: n}), el("td", {text: typeof v === "number" ? fmt(v) : String(v)})));
-    box.append(t, el("h3", {text: "prompt"}), el("div", {cls: "text", id: "panel-prompt", text: w[5] || ""}),
+    box.append(el("div", {cls: "meta", text: D.runs[col.run].id + " · " + D.models[w[0]] + " · " + D.tasks[w[1]] +
+                                              " · sample " + w[4] + " · seed " + c[5] + " · finish " + c[4]}));
+    if (c[6] !== null) box.append(el("div", {cls: "err", text: "error: " + c[6]}));
+    box.append(el("h3", {text: "prompt"}), el("div", {cls: "text", id: "panel-prompt", text: w[5] || ""}),
                el("h3", {text: "completion"}), el("div", {cls: "text", id: "panel-completion", text: c[2] || ""}));
     const st = c[9];
     if (st) {
@@ -360,6 +364,8 @@ PAGE_JS = r"""
       if (n > 200) { const b = el("button", {cls: "fold", text: "… " + (n - 200) + " more steps (unfold)"});
         b.addEventListener("click", () => { b.remove(); addRows(200, n); }); box.append(b); }
     } else box.append(el("div", {cls: "meta", text: "no step trace (a native strategy)"}));
+    box.append(el("h3", {text: "sample, metrics and cost"}), t);
+    box.scrollTop = 0;
     box.hidden = false;
   }
 
