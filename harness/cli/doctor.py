@@ -213,9 +213,9 @@ def check_tools() -> list[Finding]:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     driver = shutil.which("chromedriver")
     if browser and driver:
-        out.append(Finding("chromium", f"{browser}, {driver} (the leaderboard page test)"))
+        out.append(Finding("chromium", f"{browser}, {driver} (the leaderboard and explorer page tests)"))
     else:
-        out.append(Finding("chromium", "not found (only the leaderboard page test needs it)", "warn",
+        out.append(Finding("chromium", "not found (only the leaderboard and explorer page tests need it)", "warn",
                            "apt-get install chromium chromium-driver (make test does this)"))
     problem = sandbox_problem()  # the sandbox's own check: a tiny program run the way code metrics run
     if problem is None:
