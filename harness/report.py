@@ -68,7 +68,7 @@ class StorePath:
     ``str()`` gives the URI without its query (filesystem options) and never a credential."""
 
     fs: Any = field(compare=False, repr=False)  # pyarrow.fs.FileSystem
-    path: str  # inside ``fs``: "bucket/prefix/run" for S3, normalised, no '.' or '..' segment
+    path: str  # inside ``fs``: "bucket/prefix/run" for S3, normalised ('..' resolved; inside() checks where)
     scheme: str  # "s3", "gs", "memory", ...
 
     def __truediv__(self, part: str | PurePosixPath) -> "StorePath":
