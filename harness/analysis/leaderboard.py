@@ -149,7 +149,8 @@ def build_leaderboard(reports: Iterable[Path | str], metrics: Sequence[str] | No
 def _timing_intervals(table: Any, df: Any, confidence: float) -> Any:
     """Timing metrics get their interval from the timing repeats, not from prompts (a unit's
     rows share one timing, so a prompt bootstrap would give a zero-width interval); with one
-    timing per unit the interval is NaN and shown as 'no CI'. ``ci`` names the interval kind."""
+    timing per unit the interval is NaN and shown as 'no CI', as it is for a metric with one
+    value per unit (``Metric.per_unit``). ``ci`` names the interval kind."""
     table = table.copy()
     table["ci"] = "prompts"
     for i, r in table[table["metric"].isin(TIMING_METRICS)].iterrows():
@@ -157,6 +158,10 @@ def _timing_intervals(table: Any, df: Any, confidence: float) -> Any:
         ci = t_interval(repeat_values(g, r["metric"]), confidence)
         table.loc[i, ["mean", "ci_low", "ci_high", "ci"]] = [ci.mean, ci.low, ci.high,
                                                               f"timing repeats ({ci.repeats})"]
+    # a set-level metric (MAUVE) has one value per unit, repeated on its rows: no interval
+    per_unit = table["metric"].map(lambda m: m in METRICS and METRICS.get(m).per_unit)
+    table.loc[per_unit, ["ci_low", "ci_high"]] = math.nan
+    table.loc[per_unit, "ci"] = "one value per unit"
     return table
 
 

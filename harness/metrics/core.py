@@ -75,6 +75,9 @@ class Metric:
     #: () -> None when the metric can be computed here, else why not and how to fix it (an
     #: optional extra that is not installed); an unavailable metric leaves its column empty
     problem: Callable[[], str | None] | None = None
+    #: one value per unit (and prompt set), repeated on each of its rows (a set-level
+    #: metric such as MAUVE): an interval over prompts says nothing about it
+    per_unit: bool = False
 
     def unavailable(self) -> str | None:
         """None when the metric can be computed here, else why not (its ``problem``)."""
@@ -106,7 +109,7 @@ METRICS: Registry = Registry("metric", validate=_check_metric)
 
 def register_metric(name: str, *, higher_is_better: bool | None, description: str, aggregation: str = "mean",
                     needs: Sequence[str] = (), default: bool = True, batch: bool = False, stage: str = "row",
-                    unit: str = "", problem: Callable[[], str | None] | None = None):
+                    unit: str = "", problem: Callable[[], str | None] | None = None, per_unit: bool = False):
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"metric {name!r}: aggregation must be one of {sorted(AGGREGATIONS)}, got {aggregation!r}")
     unknown = set(needs) - NEEDS
@@ -117,7 +120,7 @@ def register_metric(name: str, *, higher_is_better: bool | None, description: st
 
     def decorator(fn: Callable[..., Any]):
         METRICS.register(name, Metric(name, fn, higher_is_better, description, aggregation, frozenset(needs),
-                                      default, batch, stage, unit, problem))
+                                      default, batch, stage, unit, problem, per_unit))
         return fn
     return decorator
 

@@ -167,7 +167,7 @@ _WARNED: set[str] = set()
 
 
 @register_metric("mauve", higher_is_better=True, needs=["reference", "features"], batch=True, default=False,
-                 problem=mauve_problem,
+                 problem=mauve_problem, per_unit=True,
                  description="MAUVE (Pillutla et al. 2021; mauve-text, optional extra 'mauve', GPL-3.0) of the "
                              "completions against the human references of the same unit and prompt set (0-1, higher "
                              "= closer to the human text); features: smollm2-135m's final hidden state at the last "

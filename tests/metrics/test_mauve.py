@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from harness.analysis.leaderboard import build_leaderboard, to_markdown
 from harness.config import resolve_config
 from harness.driver import runner
 from harness.metrics import get_metric, score_rows
@@ -166,3 +167,10 @@ def test_a_continuation_run_scores_mauve_with_the_local_models_features(tmp_path
     assert got["greedy"] == pytest.approx(1.0, abs=1e-6)
     assert got["top_p"] < 0.1
     assert mauve_module.featurizer()([" x"]).shape == (1, 576)  # SmolLM2-135M's hidden size
+    # the leaderboard ranks it, and gives no interval over prompts for one value per unit
+    lb = build_leaderboard([outcome.run_dir], metrics=["mauve", "diversity"], n_boot=200)
+    rows = lb.table[lb.table["metric"] == "mauve"].set_index("strategy")
+    assert rows.loc["greedy", "rank"] == 1 and rows.loc["greedy", "direction"] == "higher"
+    assert rows["ci_low"].isna().all() and set(rows["ci"]) == {"one value per unit"}
+    assert lb.table[lb.table["metric"] == "diversity"]["ci"].eq("prompts").all()
+    assert "[no CI]" in to_markdown(lb)
