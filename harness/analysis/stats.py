@@ -188,7 +188,9 @@ def paired_binary_noninferiority_p(n_worse: int, n_better: int, n_pairs: int, ma
 # Continuous metrics: the paired t test (two-sided p, t interval). Binary metrics (one 0/1
 # value per prompt on each side): the exact McNemar test, and for equivalence the exact
 # conditional test of the discordant pairs (:func:`paired_binary_noninferiority_p`) both ways.
-# Sample sizes and detectable effects use the same two models: the noncentral t for paired
+# Equivalence of binary pairs is unconditional (:func:`paired_binary_equivalence_p`): a test
+# conditional on the observed discordant count alone would call 3 discordant pairs of 32
+# "within 0.1" whatever the true discordant share. Sample sizes and detectable effects use the same two models: the noncentral t for paired
 # t tests, and for binary pairs the normal approximation of McNemar's test (Connor 1987):
 #
 #     n = (z_{1-a/2} sqrt(psi) + z_{power} sqrt(psi - delta^2))^2 / delta^2
@@ -196,6 +198,9 @@ def paired_binary_noninferiority_p(n_worse: int, n_better: int, n_pairs: int, ma
 # with psi the share of discordant pairs and delta the difference in proportions.
 
 DEFAULT_ALPHA = 0.05
+#: Binary pairs with fewer discordant pairs than this take the exact equivalence test; from it
+#: on, the paired t test of the 0/+-1 differences (the Wald test, far more powerful there).
+BINARY_EXACT_BELOW = 20
 DEFAULT_POWER = 0.8
 
 
@@ -246,15 +251,15 @@ class PairedTest:
 
     def equivalence_p(self, margin: float) -> float:
         """TOST (Schuirmann 1987): the larger p-value of the two one-sided tests H0: mean <= -margin
-        and H0: mean >= +margin; small when the difference is within +-margin. Binary: the exact
-        conditional tests of the discordant pairs; else one-sided paired t tests."""
+        and H0: mean >= +margin; small when the difference is within +-margin. Binary:
+        :func:`paired_binary_equivalence_p` below :data:`BINARY_EXACT_BELOW` discordant pairs;
+        otherwise (and for continuous metrics) one-sided paired t tests."""
         if margin <= 0:
             raise ValueError(f"margin must be > 0, got {margin!r}")
         if self.n < 2:
             return float("nan")
-        if self.binary:
-            return max(paired_binary_noninferiority_p(self.n_worse, self.n_better, self.n, margin),
-                       paired_binary_noninferiority_p(self.n_better, self.n_worse, self.n, margin))
+        if self.binary and self.n_better + self.n_worse < BINARY_EXACT_BELOW:
+            return paired_binary_equivalence_p(self.n_worse, self.n_better, self.n, margin)
         from scipy.stats import t
         if self.sd == 0:
             return 0.0 if abs(self.mean) < margin else 1.0
@@ -387,3 +392,42 @@ def mde_mcnemar(n: int, discordant: float, alpha: float = DEFAULT_ALPHA, power: 
     if needed(discordant) > 0:
         return float("nan")
     return float(brentq(needed, 1e-9, discordant, xtol=1e-12))
+
+
+def paired_binary_equivalence_p(n_worse: int, n_better: int, n_pairs: int, margin: float) -> float:
+    """Exact equivalence test on paired 0/1 outcomes: H0 |p_better - p_worse| >= margin.
+
+    The difference is psi * (1 - 2q), psi the discordant share and q the share of discordant
+    pairs that favour the control. At level a: psi_U, the one-sided Clopper-Pearson upper bound
+    of psi at a / 2; reject when psi_U <= margin (the difference cannot reach the margin), or
+    when both exact one-sided binomial tests of q, conditional on the D discordant pairs,
+    against q0 = (1 + margin / psi_U) / 2 (and its mirror) reject at a / 2. Under H0 either
+    psi > psi_U (probability <= a / 2) or |1 - 2q| >= margin / psi_U (the conditional test then
+    errs with probability <= a / 2): the test has level a, with no condition on D. The p-value
+    is the smallest such a (by bisection; the rejection is monotone in a). With no discordant
+    pair it is 2 (1 - margin)^n: 100 concordant pairs are within 0.05 at p = 0.012."""
+    from scipy.stats import binom, beta
+    d = int(n_worse + n_better)
+    if n_pairs <= 0 or not 0 <= n_worse <= d <= n_pairs:
+        raise ValueError(f"need 0 <= n_worse, n_better and n_worse + n_better <= n_pairs, "
+                         f"got {n_worse}, {n_better}, {n_pairs}")
+    if not 0 < margin < 1:
+        raise ValueError(f"margin must be in (0, 1), got {margin!r}")
+    if d == 0:
+        return float(min(1.0, 2 * (1 - margin) ** n_pairs))
+
+    def rejects(a: float) -> bool:
+        psi_u = 1.0 if d == n_pairs else float(beta.ppf(1 - a / 2, d + 1, n_pairs - d))
+        if psi_u <= margin:
+            return True
+        q0 = (1 + margin / psi_u) / 2
+        # both tails: few pairs favour the control, and few favour the treatment
+        return max(binom.cdf(n_worse, d, q0), binom.cdf(n_better, d, q0)) <= a / 2
+
+    if not rejects(1.0):
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if rejects(mid) else (mid, hi)
+    return float(hi)

@@ -8,8 +8,8 @@ predicts:
 - p: two-sided paired t test of mean(d) = 0; for binary metrics (one 0/1 value per prompt on
   each side) the exact McNemar test (harness.analysis.stats.paired_test).
 - p_equiv: TOST against the declared smallest effect of interest delta (|mean(d)| < delta):
-  two one-sided t tests, or for binary metrics the exact conditional tests of the discordant
-  pairs.
+  two one-sided t tests, or for binary metrics with few discordant pairs an exact test that
+  also bounds the discordant share (harness.analysis.stats.paired_binary_equivalence_p).
 - Holm over all m tests of the study, separately for p and for p_equiv, at the study's alpha.
   The adjusted interval is the Bonferroni one, the t interval at 1 - alpha / m: it holds for
   all m tests at once, and where it excludes 0 Holm rejects too (Holm can reject where it

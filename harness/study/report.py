@@ -99,7 +99,7 @@ def _power_cell(r: dict[str, Any]) -> str:
     mde, need = r.get("mde"), r.get("n_needed")
     need_s = "n/a (no spread in the data)" if need is None else str(need)
     if mde is None or math.isnan(mde):
-        return f"n/a; {r['smallest_effect']:g} needs {need_s} prompts"
+        return f"none (too few prompts for any effect); {r['smallest_effect']:g} needs {need_s}"
     word = "underpowered" if mde > r["smallest_effect"] else "powered"
     return f"{mde:.3g} vs {r['smallest_effect']:g}: {word}" + (f" ({mde / r['smallest_effect']:.1f}x; needs {need_s})"
                                                              if word == "underpowered" else "")
@@ -232,7 +232,7 @@ def to_markdown(results: dict[str, Any], figures: str = "figures") -> str:
         lines += [f"Underpowered: {len(weak)} of {len(tests)} tests cannot detect their declared smallest effect at "
                   f"the size run: " + "; ".join(
                       f"{r['model']} {r['part']} {r['treatment']} vs {r['control']} {r['metric']} "
-                      f"(detects {_num(r.get('mde'))}, declared {r['smallest_effect']:g}, needs "
+                      f"(detects {_num(r.get('mde')).replace('n/a', 'nothing')}, declared {r['smallest_effect']:g}, needs "
                       f"{r.get('n_needed') or 'n/a'} test prompts, ran {r.get('n')})" for r in weak) + ".", ""]
     lines += _replication(results)
     lines += ["## The claims", ""]

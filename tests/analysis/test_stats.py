@@ -190,16 +190,26 @@ def test_tost_equivalent_and_not_on_constructed_data():
     # the same spread over 12 prompts and a mean of 0.04: not shown within 0.05
     small = paired_test(*_pairs(a[:12], a[:12] + 0.04 + 0.05 * base[:12] / np.std(base[:12], ddof=1)), "m")
     assert small.equivalence_p(0.05) > 0.05
-    # binary: 200 pairs with 4 discordant, 2 each way: the difference is 0 and within 0.05
-    x = [1, 0] + [1, 0] + [1] * 98 + [0] * 98
-    y = [0, 1] + [0, 1] + [1] * 98 + [0] * 98
-    bt = paired_test(*_pairs(x, y), "m")
-    assert bt.binary and bt.equivalence_p(0.05) == 0.0  # 4 discordant pairs cannot reach 0.05 * 200 = 10
+    # binary, no discordant pair: the p-value is 2 (1 - margin)^n (psi's Clopper-Pearson bound
+    # 1 - (a/2)^(1/n) reaches the margin at a = 2 (1 - margin)^n)
+    x = [1] * 50 + [0] * 50
+    bt = paired_test(*_pairs(x, x), "m")
+    assert bt.binary and bt.equivalence_p(0.05) == pytest.approx(2 * 0.95 ** 100, rel=1e-6)  # 0.0118: equivalent
+    assert paired_test(*_pairs(x[:32], x[:32]), "m").equivalence_p(0.1) == pytest.approx(2 * 0.9 ** 32, rel=1e-6)
+    # 3 discordant of 32 (2 favour the control): the difference seen is -0.031, but psi may be up
+    # to 0.26, so a difference of 0.1 is not excluded (a test conditional on D alone would say p = 0)
+    x = [1, 1, 0] + [1] * 15 + [0] * 14
+    y = [0, 0, 1] + [1] * 15 + [0] * 14
+    three = paired_test(*_pairs(x, y), "m")
+    assert (three.n_worse, three.n_better, three.n) == (2, 1, 32) and three.equivalence_p(0.1) > 0.5
+    # 4 discordant of 400, 2 each way: within 0.05
+    x = [1, 0, 1, 0] + [1] * 198 + [0] * 198
+    y = [0, 1, 0, 1] + [1] * 198 + [0] * 198
+    assert paired_test(*_pairs(x, y), "m").equivalence_p(0.05) < 0.001
+    # 60 of 80 discordant, 30 each way (20 or more discordant: the t tests): mean 0, sd sqrt(60/79)
     x = [1] * 30 + [0] * 30 + [1] * 20
     y = [0] * 30 + [1] * 30 + [1] * 20
-    # 60 of 80 discordant, 30 each way: q0 = (1 + 0.05 * 80 / 60) / 2, P(Binomial(60, q0) <= 30) = 0.348
-    from scipy.stats import binom
-    p_eq = paired_test(*_pairs(x, y), "m").equivalence_p(0.05)
-    assert p_eq == pytest.approx(binom.cdf(30, 60, (1 + 0.05 * 80 / 60) / 2)) and p_eq == pytest.approx(0.348, abs=1e-3)
+    se = (60 / 79) ** 0.5 / 80 ** 0.5
+    assert paired_test(*_pairs(x, y), "m").equivalence_p(0.05) == pytest.approx(t.sf(0.05 / se, 79))
     with pytest.raises(ValueError, match="margin must be > 0"):
         pt.equivalence_p(0)
