@@ -70,13 +70,13 @@ def plan(pilot: dict[str, Any], smallest: dict[str, float], alpha: float, power:
 def plan_text(p: dict[str, Any]) -> str:
     lines = [f"Prompts needed per test to detect its smallest effect with {p['power']:.0%} power at two-sided "
              f"alpha {p['alpha']:g} / {p['tests']} tests = {p['level']:.4g} (paired t; binary: McNemar):", "",
-             f"{'model':<16}{'part':<14}{'test':<44}{'pilot n':>8}{'spread':>10}{'delta':>8}{'needed':>8}"]
+             f"{'model':<16}{'part':<14}{'test':<44}{'pilot n':>8}  {'spread':>12}  {'delta':>8}  {'needed':>8}"]
     for r in p["rows"]:
         test = f"{r['treatment']} vs {r['control']}, {r['metric']}"
         spread = "n/a" if r["spread"] is None else f"{r['spread']:.3g}{' disc' if r['binary'] else ' sd'}"
         need = "n/a" if r["n_needed"] is None else str(r["n_needed"])
-        lines.append(f"{r['model']:<16}{r['part']:<14}{test[:43]:<44}{r['n']:>8}{spread:>10}"
-                     f"{r['smallest_effect']:>8g}{need:>8}")
+        lines.append(f"{r['model']:<16}{r['part']:<14}{test[:43]:<44}{r['n']:>8}  {spread:>12}  "
+                     f"{r['smallest_effect']:>8g}  {need:>8}")
     lines += ["", "Per part: the largest need sets the test split; the prompt sets need that / (1 - dev_fraction):", ""]
     for q in p["parts"]:
         if q["set_prompts_needed"] is None:
