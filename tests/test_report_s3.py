@@ -280,6 +280,19 @@ def test_missing_bucket_and_half_a_key_pair_are_one_line_errors(tmp_path, s3_env
     assert len(err.splitlines()) == 1 and "AWS_SECRET_ACCESS_KEY" in err
 
 
+def test_an_unreachable_endpoint_is_a_one_line_error_naming_the_variable(tmp_path, s3_env, scripted, monkeypatch,
+                                                                        capsys):
+    import socket
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    assert main(["run", str(write_config(tmp_path)), "--output-dir", "s3://bucket/reports", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: cannot reach the bucket of output.dir s3://bucket")
+    assert "check AWS_ENDPOINT_URL" in err and s3_env.secret_key not in err and scripted == []
+
+
 def test_nothing_a_report_names_is_written_outside_the_prefix(s3_bucket):
     root = locate(f"{s3_bucket}/reports/run1")
     assert str(root / "samples" / "model=m/strategy=s/u.parquet") == f"{s3_bucket}/reports/run1/samples/model=m/strategy=s/u.parquet"
