@@ -43,7 +43,7 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
-    print("\nyour own data: a JSONL/Parquet/CSV file or a Hugging Face dataset in prompt_sets (README, 'Your own data')")
+    print("\nyour own data: a JSONL/Parquet/CSV file or a Hugging Face dataset in prompt_sets (docs/tasks-reference.md, 'Your own data')")
     return 0
 
 

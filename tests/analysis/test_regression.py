@@ -51,7 +51,7 @@ def test_identical_rerun_passes(tmp_path, baseline, capsys):
 
 
 def test_identical_rerun_passes_the_nightly_gate(tmp_path, baseline):
-    # the README's nightly example, gated by configs/nightly.yaml's regression section
+    # the nightly example (docs/regression-gate.md), gated by configs/nightly.yaml's regression section
     rerun = make_report(tmp_path, "rerun", GOOD)
     assert main(["compare", str(baseline), str(rerun), "--gate", str(REPO / "configs/nightly.yaml")]) == 0
     c = compare(baseline, rerun, load_gate_config(REPO / "configs/nightly.yaml"))
