@@ -28,8 +28,10 @@ def add_cluster_commands(sub: "argparse._SubParsersAction") -> None:
     s.add_argument("--date", metavar="YYYY-MM-DD", help="like --nightly, for the given date")
     s.add_argument("--force-new", action="store_true",
                    help="send a new job even when this submission id was used (the run still skips done units)")
-    s.add_argument("--output-dir", help="report root on the head node (default: the config's output.dir, made "
-                                        "absolute for a local head; ~/deceval/reports for a remote one)")
+    s.add_argument("--output-dir", help="report root on the head node, or a URI every node writes to "
+                                        "(s3://BUCKET/PREFIX; endpoint and region travel with the job, credentials "
+                                        "never do) (default: the config's output.dir, made absolute for a local "
+                                        "head; ~/deceval/reports for a remote one)")
     s.add_argument("--working-dir", help="folder shipped with the job (default: the project root)")
     s.add_argument("--python", default="python", help="the Python that runs the job on the head (default: "
                                                       "'python' on the head's PATH)")

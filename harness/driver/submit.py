@@ -13,6 +13,13 @@ itself still resumes, skipping the units already written).
 
 ``--dry-run`` prints the request with every environment value masked (``"KEY": "***"``).
 
+Reports at a URI (``--output-dir s3://bucket/prefix``, or such an ``output.dir``): the job
+writes there directly, so they outlive the cluster. The non-secret S3 settings of the
+submitting shell (:data:`FORWARDED_STORAGE_ENV`: endpoint and region) travel with the job;
+credentials never do. Ray writes a job's runtime_env, env vars included, into the cluster's
+logs (``runtime_env_agent.log``), so ``--env`` refuses :data:`CREDENTIAL_ENV` and the
+nodes hold their own credentials (``ray start``'s environment, ``~/.aws``, a role).
+
 Import-light: Ray's job client is imported only when a job is really sent.
 """
 
@@ -33,6 +40,7 @@ from urllib.parse import urlparse
 
 from harness.config import RunConfig, load_config, slugify
 from harness.errors import DecevalError
+from harness.files import display_uri, is_uri, uri_problem, uri_scheme
 
 #: Never shipped with the job: environments, reports, VCS data, caches, build outputs.
 #: Ray reads these as .gitignore lines relative to the working_dir (its vendored pathspec,
@@ -67,6 +75,11 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 #: Where reports go on the head node when the config's output dir is relative and the
 #: cluster is not this machine (the working_dir copy is temporary and would lose them).
 REMOTE_REPORT_DIR = "~/deceval/reports"
+#: The S3 settings a job gets from the submitting shell when its reports go to s3://: where
+#: the storage is, never who may use it.
+FORWARDED_STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
+#: Credentials: never sent with a job (Ray logs a job's runtime_env on the cluster).
+CREDENTIAL_ENV = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
 
 
 class SubmitError(DecevalError):
@@ -124,13 +137,17 @@ def build_job(config_path: str | Path, cfg: RunConfig, *, address: str, working_
     if not (root / "harness").is_dir():
         raise SubmitError(f"working dir {root} holds no 'harness' package; run from the project root or pass "
                           f"--working-dir /path/to/deceval")
-    if output_dir is None:
+    if output_dir is None and is_uri(cfg.output_dir):
+        output_dir = cfg.output_dir  # object storage: the same place from every node
+    elif output_dir is None:
         if Path(cfg.output_dir).is_absolute():
             output_dir = cfg.output_dir
         elif is_loopback(address):
             output_dir = str((Path.cwd() / cfg.output_dir).resolve())  # the head is this machine
         else:
             output_dir = REMOTE_REPORT_DIR
+    if is_uri(output_dir) and uri_problem(output_dir):
+        raise SubmitError(f"--output-dir / output.dir {display_uri(output_dir)!r}: {uri_problem(output_dir)}")
     sid = submission_id(cfg, nightly, suffix)
     args = [python, "-m", "harness.cli", "run", rel_config.as_posix(), "--address", "auto", "--no-progress",
             "--output-dir"]
@@ -138,6 +155,8 @@ def build_job(config_path: str | Path, cfg: RunConfig, *, address: str, working_
     out_arg = ("~/" + shlex.quote(output_dir[2:])) if output_dir.startswith("~/") else shlex.quote(output_dir)
     entrypoint = " ".join(shlex.quote(a) for a in args) + " " + out_arg + (" --verbose" if verbose else "")
     env_vars = {"PYTHONUNBUFFERED": "1"}
+    if uri_scheme(output_dir) in ("s3", "s3a"):
+        env_vars.update({k: os.environ[k] for k in FORWARDED_STORAGE_ENV if os.environ.get(k)})
     # ray.init inside the job adds VLLM_LOGGING_LEVEL and TOKENIZERS_PARALLELISM itself: a job
     # env var of the same name would conflict with it, so they are not set here.
     env_vars.update(env or {})
@@ -214,7 +233,7 @@ def submit(spec: JobSpec, client: Any, *, wait: bool = False, force_new: bool = 
         if existing is None:
             print(f"submitted job {sid}", file=out)
             print(f"  entrypoint: {spec.entrypoint}", file=out)
-            print(f"  report: {spec.output_dir}/{spec.metadata.get('deceval_run_id', '')}", file=out)
+            print(f"  report: {report_location(spec)}", file=out)
             print(f"  logs: ray job logs --follow {sid}    status: ray job status {sid}", file=out)
     if existing is not None:
         status = _status(existing)
@@ -233,7 +252,16 @@ def submit(spec: JobSpec, client: Any, *, wait: bool = False, force_new: bool = 
             return 0
     if not wait:
         return 0
-    return follow(client, sid, out=out, poll_s=poll_s)
+    code = follow(client, sid, out=out, poll_s=poll_s)
+    print(f"  report: {report_location(spec)}" + ("" if code == 0 else " (partial or absent: the job did not succeed)"),
+          file=out)
+    return code
+
+
+def report_location(spec: JobSpec) -> str:
+    """Where the job's report is: ``<output dir>/<run id>`` (a URI without its query)."""
+    root = display_uri(spec.output_dir) if is_uri(spec.output_dir) else spec.output_dir
+    return f"{root.rstrip('/')}/{spec.metadata.get('deceval_run_id', '')}"
 
 
 def follow(client: Any, sid: str, *, out: TextIO = sys.stdout, poll_s: float = 2.0) -> int:
@@ -272,6 +300,11 @@ def parse_env(items: list[str]) -> dict[str, str]:
         if not _ENV_KEY.fullmatch(key):
             raise SubmitError(f"--env argument #{n}: key {key!r} is not an environment variable name "
                               f"(letters, digits, '_', not starting with a digit): expected KEY=VALUE")
+        if key in CREDENTIAL_ENV:
+            raise SubmitError(f"--env {key}: credentials are not sent with a job, because Ray writes a job's env vars "
+                              f"into the cluster's logs (runtime_env_agent.log); give the nodes their own "
+                              f"credentials (the environment of 'ray start', ~/.aws/credentials or a role), see "
+                              f"docs/object-storage.md")
         env[key] = value
     return env
 
