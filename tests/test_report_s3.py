@@ -312,3 +312,12 @@ def test_any_fsspec_uri_holds_a_report(tmp_path, scripted):
     assert len(open_report(f"memory://deceval-test/reports/{cfg.run_id}").samples()) == 12
     scripted.clear()
     assert run_quiet(cfg)[0].units_skipped == 6 and scripted == []
+
+
+@pytest.mark.parametrize("command, config", [("tune", "configs/tune-quick.yaml"), ("study", "configs/study-seed.yaml")])
+def test_tune_and_study_refuse_a_uri_instead_of_writing_a_local_folder_named_s3(command, config, monkeypatch, capsys):
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    assert main([command, config, "--output-dir", "s3://bucket/tunes", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"deceval {command} writes to a local folder only" in err
+    assert not Path("s3:").exists()

@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from harness.cli.tune import local_only
 from harness.errors import ConfigError
 from harness.report import write_json_atomic
 from harness.study import load_study_config, run_study, write_report
@@ -34,6 +35,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     cfg = load_study_config(args.config, pilot=args.pilot)
     if args.output_dir:
         cfg = replace(cfg, output_dir=args.output_dir)
+    local_only("study", cfg.output_dir)
     if args.plan:
         if args.pilot is not None:
             raise ConfigError("--plan reads a finished pilot; run --pilot N first, then --plan (not both at once)")

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+from harness.errors import ConfigError
+from harness.files import display_uri, is_uri
 from harness.tune import load_tune_config, run_tune
 from harness.tune.tuner import budget, tune_id
+
+
+def local_only(command: str, output_dir: str) -> None:
+    """``deceval tune`` and ``study`` write their folders locally only: a URI is refused
+    (``deceval run`` takes one; see docs/object-storage.md)."""
+    if is_uri(output_dir):
+        raise ConfigError(f"output.dir / --output-dir {display_uri(output_dir)!r}: deceval {command} writes to a local "
+                          f"folder only; give a local --output-dir (deceval run, leaderboard and compare take "
+                          f"s3:// and other URIs)")
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     base, tcfg, source = load_tune_config(args.config)
     if args.output_dir:
         base = {**base, "output": {**(base.get("output") or {}), "dir": args.output_dir}}
+    local_only("tune", str((base.get("output") or {}).get("dir", "reports")))
     tid = tune_id(base, tcfg)
     print(f"tune {tid}: {len(tcfg.families)} famil{'y' if len(tcfg.families) == 1 else 'ies'}, objective "
           f"{tcfg.objective} ({tcfg.direction}), budget {tcfg.trials} trial(s) each on {tcfg.dev_fraction:g} of "
