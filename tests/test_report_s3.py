@@ -314,10 +314,13 @@ def test_any_fsspec_uri_holds_a_report(tmp_path, scripted):
     assert run_quiet(cfg)[0].units_skipped == 6 and scripted == []
 
 
-@pytest.mark.parametrize("command, config", [("tune", "configs/tune-quick.yaml"), ("study", "configs/study-seed.yaml")])
-def test_tune_and_study_refuse_a_uri_instead_of_writing_a_local_folder_named_s3(command, config, monkeypatch, capsys):
+@pytest.mark.parametrize("command, args", [("tune", ["configs/tune-quick.yaml", "--dry-run"]),
+                                           ("study", ["configs/study-seed.yaml", "--dry-run"]),
+                                           ("probe", ["dependency", "smollm2-135m"])])
+def test_tune_study_and_probe_refuse_a_uri_instead_of_writing_a_local_folder_named_s3(command, args, monkeypatch,
+                                                                                    capsys):
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)
-    assert main([command, config, "--output-dir", "s3://bucket/tunes", "--dry-run"]) == 2
+    assert main([command, *args, "--output-dir", "s3://bucket/tunes"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"deceval {command} writes to a local folder only" in err
     assert not Path("s3:").exists()

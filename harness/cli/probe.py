@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from harness.cli.tune import local_only
 from harness.probe import DEFAULT_KS, ProbeConfig, run_probe
 from harness.probe.dependency import effective_line
 
@@ -19,6 +20,8 @@ def _cmd_dependency(args: argparse.Namespace) -> int:
     cfg = ProbeConfig(args.model, texts=args.n_texts, context=args.context, positions=args.positions, ks=args.ks,
                       threshold=args.threshold, source=args.texts or "pydoc", n_boot=args.n_boot, seed=args.seed)
     cfg.validate()  # a bad option is one clear error before the model loads
+    if args.output_dir:
+        local_only("probe", args.output_dir, "--output-dir")
     res = run_probe(cfg, args.output_dir)
     print(f"probe: {res.out_dir}")
     for c in res.curve:

@@ -10,11 +10,11 @@ from harness.tune import load_tune_config, run_tune
 from harness.tune.tuner import budget, tune_id
 
 
-def local_only(command: str, output_dir: str) -> None:
+def local_only(command: str, output_dir: str, what: str = "output.dir / --output-dir") -> None:
     """``deceval tune`` and ``study`` write their folders locally only: a URI is refused
     (``deceval run`` takes one; see docs/object-storage.md)."""
     if is_uri(output_dir):
-        raise ConfigError(f"output.dir / --output-dir {display_uri(output_dir)!r}: deceval {command} writes to a local "
+        raise ConfigError(f"{what} {display_uri(output_dir)!r}: deceval {command} writes to a local "
                           f"folder only; give a local --output-dir (deceval run, leaderboard and compare take "
                           f"s3:// and other URIs)")
 
