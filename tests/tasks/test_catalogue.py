@@ -122,3 +122,13 @@ def test_deceval_tasks_prepare_archive_is_only_for_archived_tasks_and_checks_the
     if TASKS["strategyqa"].problem() is not None:
         assert main(["tasks", "prepare", "strategyqa", "--archive", str(wrong)]) == 1
         assert "has SHA-256" in capsys.readouterr().out and TASKS["strategyqa"].problem() is not None
+
+
+def test_rg_syllogism_is_yes_no_with_the_generators_answer():
+    ps = _load("rg_syllogism")
+    assert {p.reference for p in ps.prompts} == {"yes", "no"} and {p.extractor for p in ps.prompts} == {"yes_no"}
+    first = ps.prompts[0]  # all ants are students, all students are mortals: some students are ants -> Yes
+    assert "Some students are ants?" in first.text and first.reference == "yes"
+    row = {"completion": " Yes, it follows.", "reference": first.reference, "aliases": [], "extractor": first.extractor}
+    assert exact_match(row) == 1.0 and exact_match({**row, "completion": " No."}) == 0.0
+    assert 0.6 < sum(p.reference == "yes" for p in ps.prompts) / len(ps.prompts) < 0.8
