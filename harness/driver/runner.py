@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from harness.config import RunConfig, check_run_id
-from harness.driver.placement import KEPT, start_pools, start_ray
+from harness.driver.placement import KEPT, Placement, start_pools, start_ray
 from harness.driver.scheduler import Scheduler
 from harness.errors import ConfigError
 from harness.hardware import CpuInfo, cpu_info
@@ -57,6 +57,10 @@ class RunOutcome:
     engine_costs: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     #: files (relpaths) of the units this run generated and wrote (the others were done before)
     units_ran: set[str] = field(default_factory=set)
+    #: per unit id: the Ray node whose engine made it (units done before: from their files)
+    unit_nodes: dict[str, str | None] = field(default_factory=dict)
+    #: the Ray nodes at the start, where each replica was placed, and node losses (run.json "cluster")
+    cluster: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -157,8 +161,8 @@ def _run_locked(cfg: RunConfig, run_id: str, run_dir: Path, *, address: str | No
         # Finished units are on disk; run.json must not go on saying "running".
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         run_meta.update(status=status, finished_at=now_iso(), seconds=round(time.perf_counter() - t_start, 2),
-                        failed_units=outcome.units_failed, retries=outcome.retries,
-                        error=f"{type(exc).__name__}: {exc}"[:2000])
+                        failed_units=outcome.units_failed, retries=outcome.retries, cluster=outcome.cluster,
+                        unit_nodes=outcome.unit_nodes, error=f"{type(exc).__name__}: {exc}"[:2000])
         write_run_json(run_dir, run_meta)
         raise
 
@@ -169,7 +173,8 @@ def _run_locked(cfg: RunConfig, run_id: str, run_dir: Path, *, address: str | No
     for name, costs in outcome.engine_costs.items():
         run_meta["models"][name]["engine_costs"] = list(costs.values())
     run_meta.update(status="complete" if outcome.ok else "failed", finished_at=now_iso(),
-                    seconds=round(outcome.seconds, 2), failed_units=outcome.units_failed, retries=outcome.retries)
+                    seconds=round(outcome.seconds, 2), failed_units=outcome.units_failed, retries=outcome.retries,
+                    cluster=outcome.cluster, unit_nodes={u.id: outcome.unit_nodes.get(u.id) for u in units})
     if not outcome.ok:
         run_meta["error"] = f"{len(outcome.units_failed)} unit(s) failed; see failed_units"
     write_run_json(run_dir, run_meta)
@@ -214,6 +219,7 @@ def _resolved_engines(run_dir: Path, units: list[WorkUnit], outcome: RunOutcome,
         if u.relpath in ran:
             continue
         info = (unit_meta(run_dir / "samples" / u.relpath) or {}).get("engine") or {}
+        outcome.unit_nodes.setdefault(u.id, info.get("node_id"))
         if u.model not in outcome.engines and info.get("dtype"):
             outcome.engines[u.model] = engine_summary(info)
         add_engine_costs(outcome, u.model, info)
@@ -302,6 +308,7 @@ class _UnitSink:
             self.on_failed(unit, exc, 1, stage="scoring or writing")
             return
         self.outcome.engines.setdefault(unit.model, engine_summary(result.engine_info))
+        self.outcome.unit_nodes[unit.id] = result.engine_info.get("node_id")
         add_engine_costs(self.outcome, unit.model, result.engine_info)
         self.ran.add(unit.relpath)
         self.outcome.units_done += 1
@@ -323,7 +330,10 @@ class _UnitSink:
 def _execute(target: _Target, pending: list[WorkUnit], model_paths: dict[str, tuple[str, bool]],
              outcome: RunOutcome, opts: _Options) -> None:
     start_ray(opts.address, opts.verbose)
-    pools, actors = start_pools(target.cfg, model_paths, {u.model for u in pending}, opts.keep_engines)
+    placement = Placement()  # which node holds each replica; a new one for a replica whose node dies
+    pools, actors = start_pools(target.cfg, model_paths, {u.model for u in pending}, opts.keep_engines,
+                                placement=placement)
+    outcome.cluster = {"nodes": placement.nodes, "replicas": placement.describe(), "events": placement.events}
     bar = tqdm(total=sum(u.expected_rows for u in pending), unit="sample", desc="generating",
                disable=not opts.progress, file=opts.out, dynamic_ncols=True)
     sink = _UnitSink(target, outcome, bar)
@@ -332,10 +342,19 @@ def _execute(target: _Target, pending: list[WorkUnit], model_paths: dict[str, tu
         timeout = float(os.environ.get("DECEVAL_UNIT_TIMEOUT_S", "3600")) or None
         # Two units in flight per actor: the next one waits on the actor, so no actor idles
         # for a dispatch round trip (simulated efficiency at 32 replicas: 0.82 -> 0.96).
-        Scheduler(pools, max_in_flight=2, unit_timeout_s=timeout).run(pending, sink.on_done, sink.on_failed,
-                                                                       sink.on_retry)
+        # A replica whose node dies is started again on another node (or the run goes on
+        # without it); its units in flight run again (placement.Placement, scheduler.NodeWatch).
+        Scheduler(pools, max_in_flight=2, unit_timeout_s=timeout,
+                  nodes=placement if placement.replicas else None).run(pending, sink.on_done, sink.on_failed,
+                                                                        sink.on_retry)
     finally:
         bar.close()
-        KEPT.keep(actors)
+        if placement.events:
+            outcome.cluster["replicas_at_end"] = placement.describe()
+        for e in placement.events:
+            where = f"started again on node {e['node_id']}" if e["action"] == "re-placed" else \
+                f"not started again ({e['reason']}): the run went on with fewer replicas"
+            print(f"node {e['lost_node']} died: {e['model']} replica {e['slot']} {where}", file=opts.out)
+        KEPT.keep(placement.live_actors() if placement.by_key else actors)
         if not opts.keep_engines:
             KEPT.release()

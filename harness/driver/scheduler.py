@@ -22,6 +22,18 @@ Two failure modes need more than Ray's own restart:
   back and probed (``__ray_ready__``) until it is up again; an actor found dead for good
   (restarts used up, node gone), or failing ``retire_after`` units in a row, is retired.
   When a model has no actor left, its remaining units fail at once.
+
+Node loss (several Ray nodes): with ``nodes`` (a :class:`NodeWatch`, in the runner
+:class:`harness.driver.placement.Placement`) the scheduler asks every ``node_check_s``
+seconds, and at once after an actor failure, which replicas sit on a node that is no longer
+alive. For each: its units still in flight are queued again (a node loss is not the unit's
+fault and costs it no attempt; ``on_retry`` records a :class:`NodeLostError`), and the
+replica is started again on a live node with room for it, or given up (the run goes on with
+fewer replicas). A call that Ray failed before it declared the node dead (the actor's
+process gone) was already retried as after any actor crash, at the cost of one attempt. A restarted
+replica that is not up within ``start_timeout_s`` is given up too. So a dead node is noticed
+as soon as Ray declares it dead (its health checks; see docs/cluster.md), never through the
+unit timeout.
 """
 
 from __future__ import annotations
@@ -47,6 +59,20 @@ class NoLiveActorError(RuntimeError):
     """Every actor of a model is retired: its remaining units cannot run."""
 
 
+class NodeLostError(RuntimeError):
+    """The node of the actor running a unit died: the unit runs again elsewhere."""
+
+
+class NodeWatch(Protocol):
+    """What the scheduler needs to know of nodes (:class:`harness.driver.placement.Placement`)."""
+
+    def dead_slots(self) -> list[tuple[str, int]]:
+        """(model, slot) of each replica whose node is no longer alive."""
+
+    def replace(self, model: str, slot: int) -> Any | None:
+        """A new actor for that replica on a live node, or None when none can hold it."""
+
+
 @dataclass
 class _Flight:
     unit: Any
@@ -61,6 +87,7 @@ class _Flight:
 class _Probe:
     model: str
     slot: int
+    deadline: float = float("inf")  # a replica started again elsewhere must be up by then
 
 
 class Scheduler:
@@ -70,7 +97,8 @@ class Scheduler:
     def __init__(self, pools: dict[str, list[Any]], *, max_in_flight: int = 1, max_retries: int = 2,
                  method: str = "run_unit", retire_after: int = 4,
                  restart_on: tuple[str, ...] = ENGINE_DEAD_ERRORS, probe_interval: float = 0.5,
-                 unit_timeout_s: float | None = None) -> None:
+                 unit_timeout_s: float | None = None, nodes: NodeWatch | None = None, node_check_s: float = 1.0,
+                 start_timeout_s: float = 900.0) -> None:
         if any(not actors for actors in pools.values()):
             raise ValueError("every model needs at least one actor")
         if max_in_flight < 1:
@@ -85,6 +113,9 @@ class Scheduler:
         self.restart_on = restart_on
         self.probe_interval = probe_interval
         self.unit_timeout_s = unit_timeout_s
+        self.nodes = nodes  # where replicas live; None: one node, never lost
+        self.node_check_s = node_check_s  # how often to ask which replicas' nodes died
+        self.start_timeout_s = start_timeout_s  # how long a re-placed replica may take to come up
 
     def run(self, units: Iterable[UnitLike], on_done: Callable[[Any, Any], None],
             on_failed: Callable[[Any, BaseException, int], None],
@@ -92,7 +123,9 @@ class Scheduler:
         """Run every unit; call ``on_done(unit, result)`` as each finishes (in completion
         order), ``on_retry(unit, error, attempt)`` when a failed attempt is queued again and
         ``on_failed(unit, error, attempts)`` when a unit runs out of retries.
-        Returns counts: done, failed, retries, restarts (engine-dead kills), retired, timeouts."""
+        Returns counts: done, failed, retries, restarts (engine-dead kills), retired, timeouts,
+        node_losses (replicas whose node died), replaced (started again elsewhere), rerun (units
+        queued again because their node died)."""
         import ray
 
         dispatch = _Dispatch(self, on_done, on_failed, on_retry)
@@ -100,6 +133,9 @@ class Scheduler:
             dispatch.submit(u)
         while True:
             dispatch.fill()
+            if dispatch.finished():
+                break
+            dispatch.check_nodes(time.monotonic())
             if dispatch.finished():
                 break
             dispatch.on_timeout(time.monotonic())
@@ -137,7 +173,10 @@ class _Dispatch:
         self.flights: dict[Any, _Flight | _Probe] = {}
         #: (due time, model, slot): probes to send once due
         self.due_probes: list[tuple[float, str, int]] = []
-        self.stats = {"done": 0, "failed": 0, "retries": 0, "restarts": 0, "retired": 0, "timeouts": 0}
+        #: when to ask next which replicas' nodes died
+        self.next_node_check = 0.0
+        self.stats = {"done": 0, "failed": 0, "retries": 0, "restarts": 0, "retired": 0, "timeouts": 0,
+                      "node_losses": 0, "replaced": 0, "rerun": 0}
 
     # ---- queueing and dispatch ----
 
@@ -172,7 +211,9 @@ class _Dispatch:
     def wait_s(self, now: float) -> float | None:
         """How long to wait for a result before a probe or a deadline is due (None: no limit)."""
         wakeups = [p[0] for p in self.due_probes] + [f.deadline for f in self.flights.values()
-                                                     if isinstance(f, _Flight) and not f.timed_out]
+                                                     if not (isinstance(f, _Flight) and f.timed_out)]
+        if self.sched.nodes is not None:
+            wakeups.append(self.next_node_check)
         wake = min(wakeups, default=float("inf"))
         return None if wake == float("inf") else max(0.0, wake - now)
 
@@ -180,7 +221,14 @@ class _Dispatch:
 
     def on_timeout(self, now: float) -> None:
         """A unit past its deadline (a hung engine): kill its actor; Ray restarts it and the
-        unit's ref fails, which :meth:`on_result` retries."""
+        unit's ref fails, which :meth:`on_result` retries. A replica started again elsewhere
+        that is not up by its deadline is given up."""
+        for ref, f in list(self.flights.items()):
+            if isinstance(f, _Probe) and f.deadline <= now:
+                del self.flights[ref]
+                self._retire(f.model, f.slot, f"it was started again on another node and was not up within "
+                                              f"{self.sched.start_timeout_s:g} s")
+                self._kill(f.model, f.slot, restart=False)
         for f in self.flights.values():
             if isinstance(f, _Flight) and not f.timed_out and f.deadline <= now:
                 log.warning("unit %s (%s) ran past %.0f s on actor %d; restarting the actor", f.unit.id, f.model,
@@ -198,12 +246,14 @@ class _Dispatch:
 
     def on_probe(self, ref: Any, probe: _Probe) -> None:
         import ray
-        from ray.exceptions import ActorUnavailableError, RayActorError
+        from ray.exceptions import ActorUnavailableError, ActorUnschedulableError, RayActorError
         try:
             ray.get(ref)
         except ActorUnavailableError:
             self._recover(probe.model, probe.slot, self.sched.probe_interval)  # still restarting
-        except RayActorError as exc:
+        except (RayActorError, ActorUnschedulableError) as exc:
+            if (probe.model, probe.slot) in self.check_nodes(time.monotonic(), force=True):
+                return  # its node died: started again elsewhere (or given up) by check_nodes
             self._retire(probe.model, probe.slot, f"it is dead ({str(exc).splitlines()[0]})")
         else:
             if probe.slot in self.live[probe.model]:
@@ -211,13 +261,14 @@ class _Dispatch:
 
     def on_result(self, ref: Any, flight: _Flight) -> None:
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import ActorUnschedulableError, RayActorError, RayTaskError
         model, slot = flight.model, flight.slot
         self.load[model][slot] -= 1
         try:
             result = ray.get(ref)
-        except (RayActorError, RayTaskError) as exc:
-            self.on_error(flight, exc, actor_died=isinstance(exc, RayActorError))
+        except (RayActorError, RayTaskError, ActorUnschedulableError) as exc:
+            # unschedulable: an actor pinned to a node that is gone cannot be restarted
+            self.on_error(flight, exc, actor_died=isinstance(exc, (RayActorError, ActorUnschedulableError)))
             return
         self.strikes[model][slot] = 0
         self.stats["done"] += 1
@@ -228,6 +279,10 @@ class _Dispatch:
         or, out of retries, fail it."""
         model, slot = flight.model, flight.slot
         killed = flight.timed_out
+        if actor_died and (model, slot) in self.check_nodes(time.monotonic(), force=True):
+            # Its node died: check_nodes re-placed the replica; this unit runs again, no attempt lost.
+            self._rerun(flight)
+            return
         if flight.timed_out:
             exc = TimeoutError(f"unit {flight.unit.id} ran longer than unit_timeout_s="
                                f"{self.sched.unit_timeout_s:g} s; its actor was restarted ({exc})")
@@ -254,11 +309,59 @@ class _Dispatch:
         if self.on_retry is not None:
             self.on_retry(flight.unit, exc, flight.attempt)
 
+    # ---- node loss ----
+
+    def check_nodes(self, now: float, force: bool = False) -> set[tuple[str, int]]:
+        """Every ``node_check_s`` (or now, with ``force``): handle each replica whose node died.
+        Returns those replicas as (model, slot)."""
+        watch = self.sched.nodes
+        if watch is None or (not force and now < self.next_node_check):
+            return set()
+        self.next_node_check = now + self.sched.node_check_s
+        lost = [(m, s) for m, s in watch.dead_slots() if s in self.live.get(m, ())]
+        for model, slot in lost:
+            self.on_node_lost(model, slot)
+        return set(lost)
+
+    def on_node_lost(self, model: str, slot: int) -> None:
+        """The node of actor (model, slot) is gone: queue its units again and start the
+        replica on another node, or go on without it."""
+        self.stats["node_losses"] += 1
+        flights = [(ref, f) for ref, f in self.flights.items() if f.model == model and f.slot == slot]
+        for ref, f in flights:
+            del self.flights[ref]
+            if isinstance(f, _Flight):
+                self._rerun(f)
+        self.due_probes = [p for p in self.due_probes if (p[1], p[2]) != (model, slot)]
+        self.load[model][slot] = 0
+        self.strikes[model][slot] = 0
+        self.ready[model].discard(slot)
+        actor = self.sched.nodes.replace(model, slot)
+        if actor is None:
+            self._retire(model, slot, "its node died and no live node has room for it; going on with "
+                                      f"{len(self.live[model]) - 1} replica(s) of {model!r}")
+            return
+        log.warning("the node of %s actor %d died: started again on another node (%d unit(s) to rerun)", model,
+                    slot, sum(isinstance(f, _Flight) for _, f in flights))
+        self.sched.pools[model][slot] = actor
+        self.stats["replaced"] += 1
+        self.flights[actor.__ray_ready__.remote()] = _Probe(model, slot,
+                                                            time.monotonic() + self.sched.start_timeout_s)
+
+    def _rerun(self, flight: _Flight) -> None:
+        """Queue a unit whose actor's node died again, at the front, with the same attempt."""
+        self.stats["rerun"] += 1
+        err = NodeLostError(f"the node of {flight.model} actor {flight.slot} died while it ran unit {flight.unit.id}")
+        log.warning("%s; running it again", err)
+        self.submit(flight.unit, flight.attempt, front=True)
+        if self.on_retry is not None:
+            self.on_retry(flight.unit, err, flight.attempt)
+
     # ---- actor health ----
 
-    def _kill(self, model: str, slot: int) -> None:
+    def _kill(self, model: str, slot: int, restart: bool = True) -> None:
         import ray
-        ray.kill(self.sched.pools[model][slot], no_restart=False)  # Ray restarts it with a fresh engine
+        ray.kill(self.sched.pools[model][slot], no_restart=not restart)  # restart: Ray starts a fresh engine
 
     def _recover(self, model: str, slot: int, delay: float = 0.0) -> None:
         """Hold the slot back until a cheap call shows that the (restarted) actor is up:
