@@ -125,7 +125,8 @@ def test_failed_after_max_retries_and_the_run_goes_on(ray_sim):
     pools = make_pools({"m": 2})
     units = [SimUnit("bad", "m", 0.01, mode="raise")] + [SimUnit(f"u{i}", "m", 0.02) for i in range(5)]
     stats, done, failed = _run(pools, units, max_retries=2)
-    assert stats == {"done": 5, "failed": 1, "retries": 2, "restarts": 0, "retired": 0, "timeouts": 0}
+    assert stats == {"done": 5, "failed": 1, "retries": 2, "restarts": 0, "retired": 0, "timeouts": 0,
+                     "node_losses": 0, "replaced": 0, "rerun": 0}
     (unit, error, attempts), = failed
     assert unit.id == "bad" and attempts == 3 and "is bad" in str(error)
 
@@ -156,3 +157,54 @@ def test_bad_arguments():
         Scheduler({"m": []})
     with pytest.raises(ValueError, match="max_in_flight"):
         Scheduler({"m": [object()]}, max_in_flight=0)
+
+
+
+class _Watch:
+    """The scheduler's view of nodes (``NodeWatch``), for its bookkeeping alone: replica
+    (m, 1) is reported on a dead node once ``lost`` is set; ``replace`` ends its actor and
+    hands out ``spare`` (None: no room). The real thing, on real nodes with real kills:
+    tests/driver/test_cluster.py."""
+
+    def __init__(self, pools, spare) -> None:
+        self.pools, self.spare = pools, spare
+        self.lost = False
+        self.replaced: list[tuple[str, int]] = []
+
+    def dead_slots(self):
+        return [("m", 1)] if self.lost and not self.replaced else []
+
+    def replace(self, model, slot):
+        self.replaced.append((model, slot))
+        ray.kill(self.pools[model][slot])
+        return self.spare
+
+
+@pytest.mark.parametrize("room", [True, False])
+def test_units_of_a_replica_on_a_dead_node_run_again_without_losing_an_attempt(ray_sim, tmp_path, room):
+    """Replica 1's two units hang (as calls to a node that stopped answering do) until its
+    node is reported dead: they run again at once, still on their first attempt (no retries
+    allowed here), on a replica started elsewhere or on the one left."""
+    pools = make_pools({"m": 2})
+    spare = make_pools({"m": 1})["m"][0] if room else None
+    watch = _Watch(pools, spare)
+    # dispatch goes to the least-loaded replica, lowest index first: u1 and u3 to replica 1,
+    # where u1 hangs and u3 waits behind it
+    units = [SimUnit(f"u{i}", "m", 0.1, mode="hang_once" if i == 1 else "ok", marker_dir=str(tmp_path))
+             for i in range(8)]
+    retried, done = [], []
+
+    def on_done(u, r):
+        done.append((u, r))
+        watch.lost = True
+
+    stats = Scheduler(pools, max_in_flight=2, max_retries=0, nodes=watch, node_check_s=0.2).run(
+        units, on_done, lambda u, e, n: pytest.fail(f"{u.id} failed: {e}"),
+        lambda u, e, n: retried.append((u.id, type(e).__name__, n)))
+    assert sorted(u.id for u, _ in done) == sorted(u.id for u in units)  # every unit once
+    assert sorted(retried) == [("u1", "NodeLostError", 1), ("u3", "NodeLostError", 1)]
+    assert stats["node_losses"] == 1 and stats["rerun"] == 2 and watch.replaced == [("m", 1)]
+    assert stats["replaced" if room else "retired"] == 1
+    assert "m-1" not in {r["actor"] for u, r in done if u.id in ("u1", "u3")}
+    for a in pools["m"] + ([spare] if spare else []):
+        ray.kill(a)
