@@ -9,8 +9,9 @@ are the real ones.
   driver on the same URI (on this machine) is refused;
 - an upload that fails half-way leaves no object under the unit's name, and the rerun redoes
   that unit only;
-- a truncated object or one naming another unit, put there directly, is not trusted: resume
-  moves it aside and redoes it, and skips only the units whose files read back whole;
+- a truncated object, one naming another unit, one a row short or one with corrupt pages, put
+  there directly, is not trusted: resume moves it aside and redoes it, and skips only the units
+  whose files read back whole;
 - leaderboard and compare read s3:// reports; the leaderboard is written back to the bucket;
 - the key pair never reaches run.json, the printed output or the logs; a URI with credentials
   in it, a missing bucket, half a key pair or an unknown scheme are one-line errors.
@@ -34,6 +35,7 @@ from harness.driver import runner
 from harness.errors import RunInUseError, UnsafePathError
 from harness.report import StorageError, StorePath, locate, open_report, read_run_json, unit_problem
 from tests.fakes.reports import GOOD, make_report
+from tests.fakes.rows import corrupt_data_pages
 from tests.fakes.scripted_runner import use_scripted_runner
 
 
@@ -192,34 +194,49 @@ def test_an_upload_that_fails_half_way_leaves_no_object_and_the_rerun_redoes_it(
     assert open_report(str(again.run_dir)).dataset().count_rows() == 12
 
 
-def test_truncated_or_foreign_objects_are_moved_aside_and_redone(tmp_path, s3_bucket, s3_env, scripted):
+def test_damaged_objects_are_moved_aside_and_redone_and_only_whole_ones_skipped(tmp_path, s3_bucket, s3_env,
+                                                                                 scripted):
+    """What resume checks before it skips a unit at a URI: footer, unit id, rows, page checksums."""
     cfg = make_cfg(tmp_path, f"{s3_bucket}/r")
     first, _ = run_quiet(cfg)
     fs = s3_env.filesystem()
     bucket = s3_bucket.removeprefix("s3://")
     units = [k for k in objects(fs, bucket) if k.endswith(".parquet")]
-    truncated, foreign = units[0], units[3]
+    truncated, foreign, short, corrupt = units[0], units[3], units[4], units[5]
+
+    def put(key: str, data: bytes) -> None:
+        with fs.open_output_stream(key) as fh:
+            fh.write(data)
+
+    def get(key: str) -> bytes:
+        return fs.open_input_stream(key).readall()
+
     # a crashed writer's object: the first half of a real unit file, put there directly
-    data = fs.open_input_stream(truncated).readall()
-    with fs.open_output_stream(truncated) as fh:
-        fh.write(data[: len(data) // 2])
-    # a whole, valid Parquet file under the name, but written for another unit
+    put(truncated, get(truncated)[: len(get(truncated)) // 2])
+    # a whole, valid Parquet file under the name, written for another unit
     buf = pa.BufferOutputStream()
-    other = pq.read_table(pa.BufferReader(fs.open_input_stream(units[1]).readall()))
-    pq.write_table(other, buf)
-    with fs.open_output_stream(foreign) as fh:
-        fh.write(buf.getvalue().to_pybytes())
+    pq.write_table(pq.read_table(pa.BufferReader(get(units[1]))), buf)
+    put(foreign, buf.getvalue().to_pybytes())
+    # the right unit's footer, one row short
+    buf = pa.BufferOutputStream()
+    pq.write_table(pq.read_table(pa.BufferReader(get(short))).slice(0, 1), buf)
+    put(short, buf.getvalue().to_pybytes())
+    # the right footer over data pages whose checksums no longer match
+    local = tmp_path / "corrupt.parquet"
+    local.write_bytes(get(corrupt))
+    corrupt_data_pages(local)
+    put(corrupt, local.read_bytes())
 
     scripted.clear()
     again, printed = run_quiet(cfg)
-    assert again.ok and again.units_skipped == 4 and again.units_done == 2
-    assert sorted(scripted) == sorted([Path(truncated).stem, Path(foreign).stem])  # only those two ran again
-    assert "unreadable footer" in printed and "footer names unit" in printed
+    assert again.ok and again.units_skipped == 2 and again.units_done == 4
+    assert sorted(scripted) == sorted(Path(k).stem for k in (truncated, foreign, short, corrupt))  # only those ran
+    for problem in ("unreadable footer", "footer names unit", "has 1 rows, expected 2", "does not read back"):
+        assert problem in printed, problem
     meta = read_run_json(again.run_dir)
-    assert meta["status"] == "complete" and len(meta["set_aside"]) == 2
-    keys = objects(fs, bucket)
-    aside = [k for k in keys if "/.corrupt-" in k]
-    assert len(aside) == 2  # kept for inspection, out of the dataset
+    assert meta["status"] == "complete" and len(meta["set_aside"]) == 4
+    aside = [k for k in objects(fs, bucket) if "/.corrupt-" in k]
+    assert len(aside) == 4  # kept for inspection, out of the dataset
     rep = open_report(str(again.run_dir))
     assert rep.dataset().count_rows() == 12 and rep.samples()["unit_id"].value_counts().max() == 2
 
