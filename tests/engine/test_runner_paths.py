@@ -86,3 +86,15 @@ def test_the_cpu_engine_runs_v1_with_the_v1_processors_and_every_row_says_so(eng
                                ("wsp", {"max_candidates": 4}, "processor"), ("beam", {"width": 2}, "stepwise")]:
         rows = execute_unit(engine, make_unit(name, params, prompts, max_tokens=3)).rows
         assert [(r["model_runner"], r["decode_path"], r["error"]) for r in rows] == [("v1", path, None)] * 2, name
+
+
+@pytest.mark.engine
+def test_a_run_through_ray_records_the_runner_in_run_json_and_in_every_row(small_report):
+    import json
+
+    from harness.report import read_samples
+    _cfg, outcome, _ = small_report
+    resolved = json.loads((outcome.run_dir / "run.json").read_text())["models"]["smollm2-135m"]["resolved"]
+    assert resolved["model_runner"] == "v1" and resolved["logits_processors"] == list(PROCESSORS["v1"])
+    df = read_samples(outcome.run_dir)
+    assert set(df["model_runner"]) == {"v1"} and set(df["decode_path"]) == {"native"}  # the quickstart is native
