@@ -29,6 +29,7 @@ def own_data_rows(engine, monkeypatch_module):
     for entry in raw["prompt_sets"]:
         entry["limit"] = 4
     raw["generation"]["max_tokens"] = 8
+    raw["generation"]["stop"] = []  # the lm-eval task's own until (["\n"]) still stops its set's units
     cfg = resolve_config(raw, "configs/own-data.yaml")
     sets = [load_prompt_set(p) for p in cfg.prompt_sets]
     rows = []
@@ -77,9 +78,14 @@ def test_the_lm_eval_tasks_rows_follow_its_regex_filter_and_exact_match(own_data
         expected = m.group(1) if m else "[invalid]"
         assert r["extracted"] == expected, r["completion"]
         assert r["exact_match"] == float(expected.lower() == r["reference"].lower())
-    # the same prompts as the JSONL set's template: one file, two ways in
+    # the same prompts as the JSONL set's template: one file, two ways in; generation of the
+    # task's rows stopped at its until string, the JSONL set's (no stop strings) went on
     by_id = {r["prompt_id"]: r for r in rows if r["prompt_set"] == "arith" and r["strategy_label"] == "greedy"}
     greedy = [r for r in lm_rows if r["strategy_label"] == "greedy"]
     assert [r["prompt"] for r in greedy] == [by_id[f"arith-{int(r['prompt_id']):02d}"]["prompt"] for r in greedy]
-    assert [r["completion"] for r in greedy] == [by_id[f"arith-{int(r['prompt_id']):02d}"]["completion"]
+    assert [r["completion"] for r in greedy] == [by_id[f"arith-{int(r['prompt_id']):02d}"]["completion"].split("\n")[0]
                                                for r in greedy]
+    assert not any("\n" in r["completion"] for r in lm_rows)
+    went_on = [r for r in greedy if "\n" in by_id[f"arith-{int(r['prompt_id']):02d}"]["completion"]]
+    assert went_on, "no JSONL completion went past a line break: the test shows nothing"
+    assert {r["finish_reason"] for r in went_on} == {"stop"}
