@@ -144,6 +144,10 @@ TASKS: dict[str, BuiltinTask] = {t.name: t for t in (
                 "premises? yes/no, yes_no extractor (about 71% yes).", "reasoning-gym 0.1.25 (syllogism, seed 1234)",
                 "Apache-2.0 (reasoning-gym)", 600, ("exact_match",), extra="reasoning", module="reasoning_gym",
                 extractor="yes_no"),
+    BuiltinTask("rg_syllogism_holdout", "600 more seeded syllogisms, none with the text of an rg_syllogism one: "
+                "the same task on prompts a tune on rg_syllogism never saw.", "reasoning-gym 0.1.25 (syllogism, "
+                "seed 1235)", "Apache-2.0 (reasoning-gym)", 600, ("exact_match",), extra="reasoning",
+                module="reasoning_gym", extractor="yes_no"),
     BuiltinTask("strategyqa", "StrategyQA: yes/no questions whose reasoning steps are implicit, yes_no extractor.",
                 "BIG-bench task file strategyqa/task.json from the bigbench 1.0.0 archive on PyPI (deceval tasks "
                 "prepare)", "MIT (StrategyQA, Geva et al.); Apache-2.0 (BIG-bench)", 2290, ("exact_match",),

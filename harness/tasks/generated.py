@@ -64,6 +64,23 @@ def rg_syllogism() -> list[dict[str, Any]]:
     return out
 
 
+def rg_syllogism_holdout() -> list[dict[str, Any]]:
+    """600 more syllogisms from another seed, none with the text of an ``rg_syllogism`` one:
+    the same task on prompts a tune on ``rg_syllogism`` never saw (for replication)."""
+    seen = {r["prompt"] for r in rg_syllogism()}
+    rg = _reasoning_gym("rg_syllogism_holdout")
+    data = rg.create_dataset("syllogism", seed=SEED + 1, size=2400)
+    out = []
+    for i in range(len(data)):
+        e = data[i]
+        prompt = f"Question: {e['question'].strip()}\nAnswer:"
+        if prompt not in seen and len(out) < 600:
+            seen.add(prompt)
+            out.append({"id": f"rg_syllogism_holdout-{i:04d}", "prompt": prompt,
+                        "reference": str(e["answer"]).strip().lower(), "aliases": []})
+    return out
+
+
 def rg_maths() -> list[dict[str, Any]]:
     """50 seeded maths problems: chained sums, linear equations, word problems (GSM-style)."""
     return _rg_records("rg_maths", [("chain_sum", {}), ("simple_equations", {}), ("gsm_symbolic", {})], 17)[:SIZE]

@@ -102,6 +102,8 @@ GENERATED_SETS: dict[str, tuple[str, Callable[[], list[dict[str, Any]]]]] = {
     "gsm_symbolic": ("200 seeded GSM-Symbolic word problems from reasoning-gym (extra 'reasoning').",
                      generated.gsm_symbolic),
     "rg_syllogism": ("600 seeded yes/no syllogisms from reasoning-gym (extra 'reasoning').", generated.rg_syllogism),
+    "rg_syllogism_holdout": ("600 more yes/no syllogisms from another seed, none in rg_syllogism (extra "
+                             "'reasoning').", generated.rg_syllogism_holdout),
     HUMANEVAL_SET: ("164 HumanEval code tasks (extra 'humaneval'), scored by pass_at_1.", humaneval_records),
 }
 

@@ -37,7 +37,7 @@ def test_the_seed_study_file_is_whole():
     assert {"greedy", "top_p", "dynamic_top_p", "wsp", "wsp_guarded"} <= names
     # real benchmarks, hundreds of prompts, and a replication set per part
     sets = {p: [s["name"] for s in spec["prompt_sets"]] for p, spec in cfg.parts.items()}
-    assert sets == {"accuracy": ["strategyqa"], "open_ended": ["writingbench_en"]}
+    assert sets == {"accuracy": ["rg_syllogism"], "open_ended": ["writingbench_en"]}
     assert all(s["limit"] >= 200 for spec in cfg.parts.values() for s in spec["prompt_sets"])
     assert set(cfg.replicate) == {"accuracy", "open_ended"}
     seeds = set()
@@ -89,8 +89,8 @@ def bad(**over):
     ({"smallest_effect__wow": 1}, r"smallest_effect.wow: unknown metric"),
     ({"alpha": 0.7}, r"alpha: expected a number in \(0, 0.5\), got 0.7"),
     ({"power": 1}, r"power: expected a number in \(0.5, 1\), got 1"),
-    ({"parts__accuracy__replicate": {"prompt_sets": [{"name": "strategyqa"}]}},
-     r"parts.accuracy.replicate.prompt_sets: \['strategyqa'\] is also tuned on"),
+    ({"parts__accuracy__replicate": {"prompt_sets": [{"name": "rg_syllogism"}]}},
+     r"parts.accuracy.replicate.prompt_sets: \['rg_syllogism'\] is also tuned on"),
     ({"parts__accuracy__replicate": {"prompt_sets": []}}, r"replicate.prompt_sets: expected a list"),
 ])
 def test_a_bad_study_file_is_one_clear_error(over, message):
@@ -411,8 +411,8 @@ def test_cli_pilot_config_and_plan(tmp_path, capsys):
     from harness.study.config import pilot_raw
     raw = pilot_raw(copy.deepcopy(SEED), 40)
     assert raw["name"] == "study-seed-pilot"
-    assert raw["parts"]["accuracy"]["prompt_sets"] == [{"name": "strategyqa", "limit": 40}]
-    assert raw["parts"]["accuracy"]["replicate"]["prompt_sets"] == [{"name": "truthfulqa_mc", "limit": 40}]
+    assert raw["parts"]["accuracy"]["prompt_sets"] == [{"name": "rg_syllogism", "limit": 40}]
+    assert raw["parts"]["accuracy"]["replicate"]["prompt_sets"] == [{"name": "rg_syllogism_holdout", "limit": 40}]
     assert pilot_raw({"parts": {"p": {"prompt_sets": ["facts"]}}}, 8)["parts"]["p"]["prompt_sets"] == [
         {"name": "facts", "limit": 8}]
     with pytest.raises(ConfigError, match="--pilot: expected a number of prompts per set >= 4, got 2"):

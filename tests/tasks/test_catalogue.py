@@ -132,3 +132,9 @@ def test_rg_syllogism_is_yes_no_with_the_generators_answer():
     row = {"completion": " Yes, it follows.", "reference": first.reference, "aliases": [], "extractor": first.extractor}
     assert exact_match(row) == 1.0 and exact_match({**row, "completion": " No."}) == 0.0
     assert 0.6 < sum(p.reference == "yes" for p in ps.prompts) / len(ps.prompts) < 0.8
+
+
+def test_rg_syllogism_holdout_shares_no_prompt_with_rg_syllogism():
+    tuned, holdout = _load("rg_syllogism"), _load("rg_syllogism_holdout")
+    assert len(holdout.prompts) == 600 and not {p.text for p in tuned.prompts} & {p.text for p in holdout.prompts}
+    assert {p.reference for p in holdout.prompts} == {"yes", "no"}
