@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= cpu,dev,metrics,reasoning,humaneval,tasks,lmeval,mauve
 
-.PHONY: help install quickstart smoke test test-fast lint-imports browser sandbox bench clean-reports study-seed
+.PHONY: help install quickstart smoke test test-fast test-cluster lint-imports browser sandbox bench clean-reports study-seed
 
 help:
 	@echo "make quickstart  install everything, then run configs/quickstart.yaml (reports/<run_id>/)"
@@ -13,6 +13,7 @@ help:
 	@echo "make sandbox     install bubblewrap (the sandbox for generated code) when bwrap is missing"
 	@echo "make smoke       a seconds-long run of configs/smoke.yaml"
 	@echo "make test-fast   the tests that need no engine"
+	@echo "make test-cluster  several Ray nodes on this machine, node kills (docs/cluster.md)"
 	@echo "make lint-imports  the import rules of .importlinter (layers, engine/driver split, no cycles)"
 	@echo "make bench       the benchmarks in bench/"
 	@echo "make study-seed  the seed study: both models, ten families, writes docs/study-seed.md (under an hour on 2 cores)"
@@ -60,6 +61,11 @@ browser:
 # The import rules (.importlinter): also checked by tests/test_architecture.py in `make test`.
 lint-imports: install
 	$(BIN)/lint-imports
+
+# Several Ray nodes on this machine (a head without engines, 1-CPU workers), real node
+# kills, the real engine: docs/cluster.md. Also part of `make test`.
+test-cluster: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m cluster --durations=10 tests/driver/test_cluster.py tests/driver/test_cluster_submit.py
 
 test-fast: install sandbox
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not engine"

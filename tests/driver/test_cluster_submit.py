@@ -1,0 +1,144 @@
+"""``deceval submit`` to a local cluster of several nodes, the report in object storage.
+
+Three ``ray start`` processes on loopback, as a user starts them (docs/cluster.md): a head
+with no CPUs for engines (job server, token auth: Ray 2.60's job server wants one) and two
+1-CPU worker nodes. The job's driver runs on the head, its two engine replicas on the
+workers, and the report goes to a real S3 server (moto, the ``s3_server`` fixture); the
+nodes hold the key pair, the job request carries only the endpoint and region. ``--wait``
+reports the job's status and where its report is.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+psutil = pytest.importorskip("psutil")
+
+pytestmark = [pytest.mark.cluster, pytest.mark.engine]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ports(*names: str) -> list[str]:
+    return [f"--{n}={_free_port()}" for n in names]
+
+
+@pytest.fixture()
+def token_cluster(tmp_path, s3_server):
+    """Head (num-cpus 0) + two 1-CPU workers, each a ``ray start --block`` process with ports
+    of its own, ended by pid (never ``ray stop``: other Rays share this machine)."""
+    venv_bin = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(RAY_AUTH_MODE="token", PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}")
+    # the nodes hold the credentials (as a cluster's nodes hold their own), not the endpoint
+    env.update({k: v for k, v in s3_server.env.items() if k not in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION",
+                                                                      "AWS_REGION")})
+    gcs, dash = _free_port(), _free_port()
+    ray = str(venv_bin / "ray")
+    common = ["--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", "--min-worker-port=0",
+              "--max-worker-port=0"]
+    head_cmd = [ray, "start", "--head", *common, "--dashboard-host=127.0.0.1", f"--port={gcs}",
+                f"--dashboard-port={dash}", "--num-cpus=0", "--include-dashboard=true",
+                *_ports("ray-client-server-port", "dashboard-agent-listen-port", "metrics-export-port",
+                        "runtime-env-agent-port", "dashboard-agent-grpc-port")]
+    procs, logs = [], []
+
+    def start(cmd: list[str], name: str) -> None:
+        log = open(tmp_path / f"{name}.log", "w")
+        logs.append(log)
+        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        start(head_cmd, "head")
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if procs[0].poll() is not None:
+                pytest.fail(f"ray start --head exited: {(tmp_path / 'head.log').read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2)
+                break
+            except urllib.error.HTTPError:  # 401 without a token: the server is up
+                break
+            except Exception:  # noqa: BLE001
+                time.sleep(1)
+        else:
+            pytest.fail("the job server did not come up in 120 s")
+        for i in range(2):
+            start([ray, "start", f"--address=127.0.0.1:{gcs}", *common, "--num-cpus=1",
+                   *_ports("dashboard-agent-listen-port", "metrics-export-port", "runtime-env-agent-port",
+                           "dashboard-agent-grpc-port")], f"worker{i}")
+        yield SimpleNamespace(address=address, env=env, gcs=gcs)
+    finally:
+        kids = []
+        for p in procs:
+            try:
+                kids += psutil.Process(p.pid).children(recursive=True)
+            except psutil.Error:
+                pass
+        for p in reversed(procs):  # workers first, then the head
+            p.send_signal(signal.SIGTERM)  # --block: ray start ends what it started
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        _gone, alive = psutil.wait_procs(kids, timeout=30)
+        for p in alive:
+            p.kill()
+        for log in logs:
+            log.close()
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.exists() and current.read_text().strip().endswith(f":{gcs}"):
+            current.unlink(missing_ok=True)
+
+
+def test_submit_to_a_multi_node_cluster_writes_the_report_to_s3(s3_env, token_cluster, s3_server):
+    """``s3_env``: this process reads the report back from the server; the nodes got only the
+    key pair (``token_cluster``), the job the endpoint and region (``deceval submit``)."""
+    bucket = s3_server.create_bucket()
+    cfg_path = ROOT / "configs" / f".test_cluster_submit_{os.getpid()}.yaml"
+    cfg_path.write_text("run_name: cluster-submit\nmodels: [{model: smollm2-135m, replicas: 2}]\n"
+                        "prompt_sets: [{name: tiny, limit: 4}]\nchat: true\n"
+                        "strategies: [{name: greedy}, {name: top_p, top_p: 0.9}]\n"
+                        "generation: {max_tokens: 8, seed: 0}\nshard_size: 2\n"
+                        "engine: {engine_core_process: false, max_model_len: 512, kv_cache_gib: 1}\n")
+    env = dict(token_cluster.env, AWS_ENDPOINT_URL=s3_server.endpoint, AWS_DEFAULT_REGION=s3_server.region)
+    from harness.config import load_config
+    try:
+        cfg = load_config(cfg_path)
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", "submit", str(cfg_path.relative_to(ROOT)),
+                               "--address", token_cluster.address, "--wait", "--output-dir", f"{bucket}/reports"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
+    finally:
+        cfg_path.unlink(missing_ok=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    uri = f"{bucket}/reports/{cfg.run_id}"
+    assert "SUCCEEDED" in proc.stdout and f"report: {uri}\n" in proc.stdout  # the status and where the rows are
+
+    from harness.report import open_report
+    rep = open_report(uri)  # read in place, from the bucket
+    df = rep.samples()
+    assert rep.meta["status"] == "complete" and len(df) == 4 * 2 and df["error"].isna().all()
+    nodes = rep.meta["cluster"]["nodes"]
+    workers = {n for n, info in nodes.items() if info["resources"].get("CPU")}
+    head = set(nodes) - workers
+    assert len(workers) == 2 and len(head) == 1
+    assert set(df["node_id"]) == set(rep.meta["unit_nodes"].values()) == workers  # both workers, never the head
+    assert s3_server.secret_key not in proc.stdout + proc.stderr
