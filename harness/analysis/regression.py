@@ -293,6 +293,8 @@ def _compare_metric(m: str, ga: Any, gb: Any, gate: GateConfig, execute_code: bo
         return None, (f"gated, but the candidate report has no {m} column{code_hint}" if gated else None), False
     if m in TIMING_METRICS:
         return _compare_timing(m, ga, gb, gate)
+    if m in METRICS and METRICS.get(m).per_unit:
+        return _compare_per_unit(m, ga, gb, gate)
     pairs = paired_values(ga, gb, m)
     base_keys = pd.MultiIndex.from_frame(ga[PAIR_KEY]).unique()
     scored_a, scored_b = ga[ga[m].notna() & ~ga["_error"]], gb[gb[m].notna() & ~gb["_error"]]
@@ -337,6 +339,29 @@ def _compare_timing(m: str, ga: Any, gb: Any, gate: GateConfig) -> tuple[dict[st
         problem = (f"gated, but timed {len(base)} time(s) in the baseline and {len(cand)} in the candidate: a timing "
                    f"needs generation.timing_repeats >= 2 in both runs to tell a change from noise")
         row["non_inferior"] = None
+    return row, problem, False
+
+
+def _compare_per_unit(m: str, ga: Any, gb: Any, gate: GateConfig) -> tuple[dict[str, Any] | None, str | None, bool]:
+    """A metric with one value per unit (``Metric.per_unit``: MAUVE): a unit's rows repeat
+    its value, so pairing prompts would give a zero-width interval around one draw. The
+    two runs' values are shown side by side and the gate decides nothing on it; gated, it
+    is a metric the gate cannot compare."""
+    hib = METRICS.get(m).higher_is_better
+    tol = gate.gates.get(m, 0.0)
+    gated = m in gate.gates
+    base = ga.loc[ga[m].notna() & ~ga["_error"], m]
+    cand = gb.loc[gb[m].notna() & ~gb["_error"], m]
+    row = {"metric": m, "direction": direction_word(hib),
+           "baseline": float(base.mean()) if len(base) else math.nan,
+           "candidate": float(cand.mean()) if len(cand) else math.nan,
+           "diff": float(cand.mean() - base.mean()) if len(base) and len(cand) else math.nan,
+           "ci_low": math.nan, "ci_high": math.nan, "n_prompts": 0, "n_pairs": 0,
+           "coverage_baseline": math.nan, "coverage_candidate": math.nan, "gated": gated, "tolerance": tol,
+           "verdict": "n/a", "bound": math.nan, "mcnemar_p": math.nan, "ni_p": math.nan, "non_inferior": None}
+    problem = (f"gated, but {m} has one value per unit (a set-level metric): there is no interval over prompts to "
+               f"tell a change from noise; compare it on the leaderboard across runs or seeds, and gate a per-sample "
+               f"metric") if gated else None
     return row, problem, False
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -174,3 +175,24 @@ def test_a_continuation_run_scores_mauve_with_the_local_models_features(tmp_path
     assert rows["ci_low"].isna().all() and set(rows["ci"]) == {"one value per unit"}
     assert lb.table[lb.table["metric"] == "diversity"]["ci"].eq("prompts").all()
     assert "[no CI]" in to_markdown(lb)
+
+
+def test_the_gate_decides_nothing_on_one_value_per_unit_and_refuses_to_gate_it(tmp_path):
+    from harness.analysis.regression import compare
+    from harness.config import GateConfig
+    from tests.fakes.reports import METRICS, unit_rows, write_report
+
+    def report(run_id, value):
+        rows = unit_rows("greedy", 0.8, 1, run_id)
+        for r in rows:
+            r["mauve"] = value
+        return write_report(tmp_path, run_id, {"greedy": rows}, metrics=METRICS + ["mauve"])
+
+    base, cand = report("b", 0.62), report("c", 0.41)
+    gated = compare(base, cand, GateConfig(gates={"mauve": 0.0, "exact_match": 0.0}))
+    assert not gated.passed
+    assert any("mauve has one value per unit" in f for f in gated.failures), gated.failures
+    row = gated.table[gated.table["metric"] == "mauve"].iloc[0]
+    assert (row["baseline"], row["candidate"]) == (pytest.approx(0.62), pytest.approx(0.41))
+    assert math.isnan(row["ci_low"]) and row["verdict"] == "n/a"  # never a zero-width "regressed"
+    assert compare(base, cand, GateConfig(gates={"exact_match": 0.0})).passed  # shown, not gated: no failure
