@@ -9,10 +9,23 @@
     (16-48 tokens per unit), from 1 to 32 replicas. Scheduler efficiency = ideal time /
     measured time, with ideal time = the same units dispatched to the next idle replica
     with zero overhead (list schedule); the looser work/replicas bound is shown beside it.
-    Target: >= 0.9 at 32 replicas.
+    Target: >= 0.9 at 32 replicas. 256 replicas: 256 actor processes do not fit a small
+    machine's memory, so replicas are lanes of 16 sleeping actors (16 lanes each, one unit at
+    a time per lane, the same two in flight per replica): the scheduler sees 256 replicas.
+(c) nodes: 1, 2 and 3 Ray worker nodes on this machine (``ray.cluster_utils.Cluster``, a
+    head with no CPUs for engines, 1 CPU per worker), one SmolLM2 replica per worker node,
+    the runner's placement (pinned to nodes, the machine's cores split) and scheduler, the
+    same units each time. Units per minute, and the scheduling overhead: wall time minus
+    the list-schedule makespan of the engines' own per-unit seconds (generation and warm-up
+    as each unit reports them). The nodes share this machine's cores, so more nodes do not
+    add compute beyond the cores: the figure shows what dispatch over nodes costs, not a
+    speed-up a real cluster would give.
+(d) node loss detection: seconds from a worker node's SIGKILL until Ray lists it as dead
+    (when the scheduler notices), with Ray's default health checks and the cluster tests'.
 
-    .venv/bin/python bench/scaling.py --quick            # both parts, small
+    .venv/bin/python bench/scaling.py --quick            # (a) and (b), small
     .venv/bin/python bench/scaling.py --sim-only         # no model, seconds
+    .venv/bin/python bench/scaling.py --nodes-only       # (c) and (d) only
     .venv/bin/python bench/scaling.py --json out.json
 
 Timings on a shared machine are indicative only.
@@ -111,6 +124,160 @@ def simulate(replica_counts: list[int], units_per_replica: int, step_s: float, s
     return rows
 
 
+def _lane_actor_class():
+    import threading
+
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class LaneEngine:
+        """Several simulated replicas in one process: each lane runs one unit at a time."""
+
+        def __init__(self, lanes: int) -> None:
+            self.locks = [threading.Lock() for _ in range(lanes)]
+
+        def ping(self) -> int:
+            return os.getpid()
+
+        def run_lane(self, lane: int, unit: SleepUnit) -> float:
+            with self.locks[lane]:
+                time.sleep(unit.seconds)
+            return unit.seconds
+
+    return LaneEngine
+
+
+class _LaneMethod:
+    def __init__(self, actor, lane: int) -> None:
+        self.actor, self.lane = actor, lane
+
+    def remote(self, unit):
+        return self.actor.run_lane.remote(self.lane, unit)
+
+
+class Lane:
+    """One simulated replica as the scheduler sees it: ``run_unit.remote(unit)`` and
+    ``__ray_ready__.remote()``, served by one lane of a shared :class:`LaneEngine` process."""
+
+    def __init__(self, actor, lane: int) -> None:
+        self.actor, self.run_unit, self.__ray_ready__ = actor, _LaneMethod(actor, lane), actor.__ray_ready__
+
+
+def simulate_lanes(replicas: int, processes: int, units_per_replica: int, step_s: float, seed: int = 0,
+                   max_in_flight: int = 2) -> dict:
+    import ray
+
+    from harness.driver.scheduler import Scheduler
+
+    lanes = replicas // processes
+    LaneEngine = _lane_actor_class()
+    actors = [LaneEngine.options(max_concurrency=lanes * max_in_flight + 1).remote(lanes) for _ in range(processes)]
+    ray.get([a.ping.remote() for a in actors])
+    pool = [Lane(a, i) for a in actors for i in range(lanes)]
+    rng = random.Random(seed)
+    units = [SleepUnit(f"u{i}", "m", rng.randint(16, 48), step_s) for i in range(replicas * units_per_replica)]
+    ideal = list_schedule_makespan([u.seconds for u in units], replicas)
+    try:
+        t0 = time.perf_counter()
+        stats = Scheduler({"m": pool}, max_in_flight=max_in_flight).run(units, lambda u, r: None,
+                                                                       lambda u, e, k: None)
+        measured = time.perf_counter() - t0
+    finally:
+        for a in actors:
+            ray.kill(a)
+    assert stats["done"] == len(units), stats
+    row = {"replicas": replicas, "processes": processes, "max_in_flight": max_in_flight, "units": len(units),
+           "step_s": step_s, "ideal_s": round(ideal, 3), "measured_s": round(measured, 3),
+           "efficiency": round(ideal / measured, 3)}
+    print(f"  sim {replicas:>3} replicas ({processes} processes x {lanes} lanes): {len(units):>5} units  ideal "
+          f"{ideal:6.2f} s  measured {measured:6.2f} s  efficiency {ideal / measured:.3f}", flush=True)
+    return row
+
+
+# ---- (c) nodes -----------------------------------------------------------------------------------
+
+
+def nodes_case(workers: int, prompts: int, max_tokens: int, shard: int) -> dict:
+    """One replica per worker node on a fresh local cluster; the same units each time."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from harness.driver.placement import Placement, start_pools, start_ray
+    from harness.driver.scheduler import Scheduler
+    from harness.models import BUILTIN_MODELS, resolve_model
+    from harness.plan import make_plan
+    from harness.tasks import load_prompt_set
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        for _ in range(workers):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        start_ray(cluster.address, verbose=False)
+        cfg = _real_config(prompts, max_tokens, shard, workers, None)
+        units = make_plan(cfg, [load_prompt_set(p) for p in cfg.prompt_sets])
+        ref = cfg.models[0].ref
+        resolved = resolve_model(ref)
+        path = resolved[0] if isinstance(resolved, tuple) else resolved
+        needs_bos = BUILTIN_MODELS[ref].needs_bos if ref in BUILTIN_MODELS else False
+        placement = Placement()
+        pools, _ = start_pools(cfg, {cfg.models[0].name: (str(path), needs_bos)}, {cfg.models[0].name},
+                               placement=placement)
+        actors = pools[cfg.models[0].name]
+        ray.get([a.run_unit.remote(units[0]) for a in actors])  # start and warm every engine, untimed
+        results: list = []
+        t0 = time.perf_counter()
+        stats = Scheduler(pools, max_in_flight=2, nodes=placement).run(
+            units, lambda u, r: results.append(r), lambda u, e, k: print("failed", u.id, e))
+        wall = time.perf_counter() - t0
+        for a in actors:
+            ray.kill(a)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    busy = [sum(r.timing_runs) + r.warmup_seconds for r in results]
+    ideal = list_schedule_makespan(busy, workers)
+    row = {"worker_nodes": workers, "replicas": workers, "cores": [r["cores"] for r in placement.describe()],
+           "units": len(units), "done": stats["done"], "wall_s": round(wall, 2),
+           "units_per_min": round(60 * len(results) / wall, 1), "engine_busy_s": round(sum(busy), 2),
+           "ideal_s": round(ideal, 2), "overhead_s": round(wall - ideal, 2),
+           "overhead_per_unit_ms": round(1000 * (wall - ideal) / max(1, len(results)), 1),
+           "nodes_used": len({n for n in (r.engine_info.get("node_id") for r in results) if n})}
+    print(f"  {workers} worker node(s), cores {row['cores']}: {len(results)} units in {wall:.2f} s = "
+          f"{row['units_per_min']} units/min; engines busy {sum(busy):.2f} s, ideal {ideal:.2f} s, overhead "
+          f"{wall - ideal:.2f} s ({row['overhead_per_unit_ms']} ms/unit), nodes used {row['nodes_used']}", flush=True)
+    return row
+
+
+def detection(label: str, system_config: dict | None) -> dict:
+    """Seconds from a worker node's SIGKILL (raylet, object store, workers) until Ray lists it
+    as dead, which is when the scheduler notices (it asks every second)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from harness.driver.placement import alive_nodes, start_ray
+
+    args = {"num_cpus": 0, "include_dashboard": False}
+    if system_config:
+        args["_system_config"] = system_config
+    cluster = Cluster(initialize_head=True, head_node_args=args)
+    try:
+        node = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        start_ray(cluster.address, verbose=False)
+        time.sleep(2)  # past the health checks' initial delay of a new node
+        t0 = time.perf_counter()
+        cluster.remove_node(node, allow_graceful=False)
+        while node.node_id in alive_nodes():
+            time.sleep(0.05)
+        seconds = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    print(f"  node loss noticed after {seconds:.1f} s ({label})", flush=True)
+    return {"settings": label, "system_config": system_config or {}, "seconds": round(seconds, 2)}
+
+
 # ---- (a) real ------------------------------------------------------------------------------------
 
 
@@ -194,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes in all")
     ap.add_argument("--sim-only", action="store_true", help="only the simulated part (no model)")
     ap.add_argument("--real-only", action="store_true", help="only the real-engine part")
+    ap.add_argument("--nodes-only", action="store_true", help="only the worker-nodes part (c)")
+    ap.add_argument("--nodes", default="1,2,3", help="(c): worker node counts (default 1,2,3)")
+    ap.add_argument("--sim-replicas", default="32,256", help="(b): replica counts run as lanes (default 32,256)")
     ap.add_argument("--in-flight", type=int, default=2,
                     help="simulated part: units in flight per actor (2 hides the dispatch round trip)")
     ap.add_argument("--json", help="write the results here")
@@ -203,12 +373,15 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from harness.hardware import cpu_count
-    ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"}})
     out: dict = {"quick": args.quick, "cpus": cpu_count()}
     ok = True
+    only = args.sim_only or args.real_only or args.nodes_only
+    if not args.nodes_only:
+        ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False,
+                 configure_logging=False,
+                 runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"}})
     try:
-        if not args.real_only:
+        if args.sim_only or not only:
             counts = [1, 4, 16, 32] if args.quick else [1, 2, 4, 8, 16, 32]
             print("(b) simulated scheduler scaling", flush=True)
             sim = simulate(counts, units_per_replica=8, step_s=0.005 if args.quick else 0.01,
@@ -217,7 +390,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  efficiency at 32 replicas: {eff32:.3f} (target >= 0.9) -> {'PASS' if eff32 >= 0.9 else 'MISS'}")
             out["simulated"] = sim
             ok &= eff32 >= 0.9
-        if not args.sim_only:
+            # Many replicas as lanes of shared processes; units of 0.8-2.4 s (step 0.05 s).
+            out["simulated_lanes"] = [simulate_lanes(int(n), max(1, int(n) // 16), 4 if args.quick else 8, 0.05,
+                                                     max_in_flight=args.in_flight)
+                                      for n in args.sim_replicas.split(",")]
+        if args.real_only or not only:
             print("(a) real engines", flush=True)
             # 4 units each time: 32 prompts in units of 8 (quick), or all 121 in units of 31.
             r = real(prompts=16, max_tokens=48, shard=8) if args.quick else real(prompts=77, max_tokens=64, shard=31)
@@ -227,6 +404,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  -> {'PASS' if passed else 'MISS'} (indicative: the machine is shared)")
     finally:
         ray.shutdown()
+    if args.nodes_only or not only:
+        print("(d) node loss detection", flush=True)
+        out["detection"] = [detection("Ray's defaults", None), detection("the cluster tests' settings", {
+            "health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_timeout_ms": 1000,
+            "health_check_failure_threshold": 4})]
+        print("(c) worker nodes on this machine (cores shared)", flush=True)
+        # 12 units of 4 prompts x 32 tokens, greedy, chat template.
+        out["nodes"] = [nodes_case(int(n), prompts=24, max_tokens=32, shard=4) for n in args.nodes.split(",")]
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0 if ok else 1
