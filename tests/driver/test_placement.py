@@ -66,3 +66,36 @@ def test_a_run_without_keep_releases_the_kept_actors(stand_in):
 
 def test_cores_of():
     assert cores_of("0") == 1 and cores_of("0-1") == 2 and cores_of("0,2-3") == 3
+
+
+def _nodes(**cpus_gpus):
+    """Live nodes as placement reads them from ray.nodes(): id -> address, resources."""
+    return {n: {"address": "10.0.0.1", "resources": res} for n, res in cpus_gpus.items()}
+
+
+def test_replicas_spread_over_the_nodes_with_cpus_never_the_head():
+    from harness.driver.placement import assign_nodes
+    nodes = _nodes(head={"memory": 1.0}, a={"CPU": 1.0}, b={"CPU": 1.0}, big={"CPU": 4.0})
+    # to the node with the fewest replicas per CPU after it, ties to the lower id: by size
+    assert assign_nodes(nodes, 2, "CPU") == ["big", "big"]
+    six = assign_nodes(nodes, 6, "CPU")
+    assert (six.count("big"), six.count("a"), six.count("b")) == (4, 1, 1)
+    assert assign_nodes(_nodes(a={"CPU": 1.0}, b={"CPU": 1.0}), 4, "CPU") == ["a", "b", "a", "b"]
+    assert "head" not in assign_nodes(nodes, 9, "CPU")
+
+
+def test_a_replica_no_node_can_take_is_left_to_ray():
+    from harness.driver.placement import assign_nodes
+    nodes = _nodes(head={"CPU": 0.0}, g={"CPU": 8.0, "GPU": 2.0})
+    assert assign_nodes(nodes, 3, "GPU", per_replica=1.0) == ["g", "g", None]  # two GPUs, three replicas
+    assert assign_nodes(_nodes(head={"CPU": 0.0}), 2, "CPU") == [None, None]  # no worker up yet (autoscaler)
+
+
+def test_a_lost_replica_goes_to_the_least_loaded_node_with_room():
+    from harness.driver.placement import pick_node
+    nodes = _nodes(a={"CPU": 1.0}, b={"CPU": 2.0}, c={"CPU": 2.0, "GPU": 1.0})
+    used = {"a": {"CPU": 1.0}, "b": {"CPU": 1.0}, "c": {}}
+    assert pick_node(nodes, used, {"CPU": 1.0}) == "c"  # a is full, b half, c empty
+    assert pick_node(nodes, used, {"CPU": 1.0, "GPU": 1.0}) == "c"
+    assert pick_node(nodes, dict(used, c={"CPU": 2.0}), {"CPU": 1.0}) == "b"
+    assert pick_node(nodes, {"a": {"CPU": 1.0}, "b": {"CPU": 2.0}, "c": {"CPU": 2.0}}, {"CPU": 1.0}) is None
