@@ -16,7 +16,7 @@ help:
 	@echo "make test-cluster  several Ray nodes on this machine, node kills (docs/cluster.md)"
 	@echo "make lint-imports  the import rules of .importlinter (layers, engine/driver split, no cycles)"
 	@echo "make bench       the benchmarks in bench/"
-	@echo "make study-seed  the seed study: both models, ten families, writes docs/study-seed.md (under an hour on 2 cores)"
+	@echo "make study-seed  the seed study: SmolLM2, five families, Holm-adjusted verdicts, writes docs/study-seed.md (docs/study.md)"
 
 install: $(VENV)/.installed
 
@@ -41,7 +41,7 @@ smoke: install
 
 # The seed paper's claims, tested (configs/study-seed.yaml); rerun to resume.
 study-seed: install
-	$(BIN)/deceval models prepare smollm2-135m gemma3-270m
+	$(BIN)/deceval tasks prepare rg_syllogism rg_syllogism_holdout pydoc_continuation
 	$(BIN)/deceval study configs/study-seed.yaml --doc docs/study-seed.md
 
 test: install browser sandbox
