@@ -25,7 +25,9 @@ import pytest
 
 psutil = pytest.importorskip("psutil")
 
-pytestmark = [pytest.mark.cluster, pytest.mark.engine]
+# Not in `make test`: in a fresh-clone run of the whole suite the job's worker raylet ended
+# unexpectedly and the job never finished (it passed when run on its own); `make test-cluster` runs it.
+pytestmark = [pytest.mark.cluster, pytest.mark.engine, pytest.mark.cluster_jobs]
 
 ROOT = Path(__file__).resolve().parents[2]
 
