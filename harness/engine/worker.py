@@ -176,8 +176,8 @@ def runs_stepwise(engine: Any, strategy: Any) -> bool:
 
 def decode_path(engine: Any, strategy: Any) -> str:
     """Where ``strategy``'s tokens are decided on ``engine`` (the rows' ``decode_path``):
-    "processor" (a logits processor inside vLLM: a sampler's rule in ``generate``, or WSP's
-    nucleus counts), "native" (vLLM's own sampling), "flat_logprobs" (WSP's counts from
+    "processor" (a logits processor inside vLLM: a sampler's rule in ``generate``, or a lookahead strategy's
+    nucleus counts), "native" (vLLM's own sampling), "flat_logprobs" (a lookahead strategy's counts from
     full-vocabulary logprobs: no nucleus processor) or "stepwise" (the step driver's own rule,
     one request per sequence per step: beam search, a sampler without the processor)."""
     if runs_stepwise(engine, strategy):

@@ -54,7 +54,8 @@ def write_config(tmp: Path, *, replicas: int = 1, cores: str | None = None,
     tmp.mkdir(parents=True, exist_ok=True)
     pfile = tmp / "faultset.jsonl"
     pfile.write_text("".join(json.dumps(p) + "\n" for p in prompts))
-    engine = {"dtype": "auto", "max_model_len": 256, "kv_cache_gib": 1, "block_size": 32,
+    # float32: a rerun in a fresh engine must give the same tokens (bf16 batches may not)
+    engine = {"dtype": "float32", "max_model_len": 256, "kv_cache_gib": 1, "block_size": 32,
               "engine_core_process": engine_core_process}
     if cores:
         engine["cpu_cores"] = cores
