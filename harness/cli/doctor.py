@@ -178,7 +178,7 @@ def check_decode_paths(probe: dict[str, Any], device: str) -> list[Finding]:
     runner, why = expected_runner(probe, device)
     if processors_enabled():
         out = [Finding("runner", f"vLLM model runner {runner} expected ({why}); logits processors: the {runner} pair "
-                                 "(samplers and WSP nucleus counts inside the engine, decode_path=processor)")]
+                                 "(samplers and lookahead nucleus counts inside the engine, decode_path=processor)")]
         if runner == "v2":
             out.append(Finding("runner", "the V2 processors are tested against vLLM's V2 classes on CPU tensors; "
                                          "`python bench/gpu_check.py` compares V1, V2 and V2 without processors here",

@@ -83,7 +83,7 @@ def model_runner_of(llm_kwargs: dict[str, Any]) -> str:
 DECODE_PATHS = (
     ("samplers (typical, eta, epsilon, mirostat, dynamic_top_p)", "processor", "stepwise",
      "one full-vocabulary request per live sequence per step"),
-    ("WSP nucleus counts", "processor", "flat_logprobs", "full-vocabulary logprobs per lookahead request"),
+    ("lookahead nucleus counts (e.g. the lookahead decoder)", "processor", "flat_logprobs", "full-vocabulary logprobs per lookahead request"),
     ("native strategies (greedy, top-p, ...)", "native", "native", None),
     ("beam search and other stepwise strategies", "stepwise", "stepwise", None),
 )
@@ -93,7 +93,7 @@ def log_decode_paths(runner: str, processors: bool, device: str) -> None:
     """Say which runner the engine got and where strategies run on it; a slower fallback is a
     warning, never silent."""
     if processors:
-        log.info("engine: vLLM model runner %s on %s, logits processors %s: samplers and WSP counts run inside "
+        log.info("engine: vLLM model runner %s on %s, logits processors %s: samplers and lookahead nucleus counts run inside "
                  "the engine (decode_path=processor)", runner, device, runner)
         return
     slow = "; ".join(f"{what}: {off} ({cost})" for what, _, off, cost in DECODE_PATHS if cost)

@@ -47,7 +47,7 @@ from strategies.stepwise import DynamicTopPWarper
 LN2 = math.log(2.0)
 
 
-# ---- the WSP nucleus count -----------------------------------------------------------------------
+# ---- the lookahead nucleus count -----------------------------------------------------------------
 
 
 def nucleus_counts(lp: torch.Tensor, ps: torch.Tensor) -> torch.Tensor:
