@@ -204,9 +204,6 @@ def nodes_case(workers: int, prompts: int, max_tokens: int, shard: int) -> dict:
 
     from harness.driver.placement import Placement, start_pools, start_ray
     from harness.driver.scheduler import Scheduler
-    from harness.models import BUILTIN_MODELS, resolve_model
-    from harness.plan import make_plan
-    from harness.tasks import load_prompt_set
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
@@ -215,11 +212,7 @@ def nodes_case(workers: int, prompts: int, max_tokens: int, shard: int) -> dict:
         cluster.wait_for_nodes()
         start_ray(cluster.address, verbose=False)
         cfg = _real_config(prompts, max_tokens, shard, workers, None)
-        units = make_plan(cfg, [load_prompt_set(p) for p in cfg.prompt_sets])
-        ref = cfg.models[0].ref
-        resolved = resolve_model(ref)
-        path = resolved[0] if isinstance(resolved, tuple) else resolved
-        needs_bos = BUILTIN_MODELS[ref].needs_bos if ref in BUILTIN_MODELS else False
+        units, path, needs_bos = _plan_and_model(cfg)
         placement = Placement()
         pools, _ = start_pools(cfg, {cfg.models[0].name: (str(path), needs_bos)}, {cfg.models[0].name},
                                placement=placement)
@@ -298,21 +291,27 @@ def _real_config(prompts: int, max_tokens: int, shard: int, replicas: int, cores
     }, "<bench>")
 
 
-def real_case(label: str, prompts: int, max_tokens: int, shard: int, replicas: int, cores: str | None) -> dict:
-    import ray
-
+def _plan_and_model(cfg) -> tuple[list, object, bool]:
+    """The config's units, its (one) model's folder and whether that model needs a BOS token."""
     from harness.models import BUILTIN_MODELS, resolve_model
     from harness.plan import make_plan
     from harness.tasks import load_prompt_set
-    from harness.driver.placement import start_pools
-    from harness.driver.scheduler import Scheduler
 
-    cfg = _real_config(prompts, max_tokens, shard, replicas, cores)
     units = make_plan(cfg, [load_prompt_set(p) for p in cfg.prompt_sets])
     ref = cfg.models[0].ref
     resolved = resolve_model(ref)
     path = resolved[0] if isinstance(resolved, tuple) else resolved
-    needs_bos = BUILTIN_MODELS[ref].needs_bos if ref in BUILTIN_MODELS else False
+    return units, path, BUILTIN_MODELS[ref].needs_bos if ref in BUILTIN_MODELS else False
+
+
+def real_case(label: str, prompts: int, max_tokens: int, shard: int, replicas: int, cores: str | None) -> dict:
+    import ray
+
+    from harness.driver.placement import start_pools
+    from harness.driver.scheduler import Scheduler
+
+    cfg = _real_config(prompts, max_tokens, shard, replicas, cores)
+    units, path, needs_bos = _plan_and_model(cfg)
     t_load = time.perf_counter()
     pools, _ = start_pools(cfg, {cfg.models[0].name: (str(path), needs_bos)}, {cfg.models[0].name})
     actors = pools[cfg.models[0].name]

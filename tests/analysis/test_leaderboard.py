@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from harness.cli import main
 from harness.metrics import METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
+from tests.fakes.browser import chrome
 from tests.fakes.reports import GOOD, make_report
 
 
@@ -109,37 +108,12 @@ def test_several_runs_with_clashing_labels_are_told_apart(tmp_path):
 
 # ---- the HTML page in headless Chromium -------------------------------------------------------
 
-def _chromium() -> tuple[str, str]:
-    """Debian's chromium and chromium-driver; installed here when missing and we may (root + apt)."""
-    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (browser and driver) and os.geteuid() == 0 and shutil.which("apt-get") \
-            and os.environ.get("DECEVAL_NO_APT") != "1":
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, capture_output=True, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=False, env=env,
-                       capture_output=True, timeout=900)
-        browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (browser and driver):
-        pytest.skip("headless Chromium not available: apt-get install chromium chromium-driver")
-    return browser, driver
-
-
 @pytest.mark.engine
 def test_html_loads_without_console_errors_and_shows_tables_and_images(real_report, tmp_path):
-    pytest.importorskip("selenium")
-    browser, driver_path = _chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-
     lb = build_leaderboard([real_report], n_boot=200)
     page = write_leaderboard(lb, tmp_path / "lb")["html"]
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+    drv = chrome()
+    from selenium.webdriver.common.by import By
     try:
         drv.get(page.resolve().as_uri())
         assert drv.title == "deceval leaderboard"

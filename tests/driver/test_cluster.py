@@ -39,6 +39,7 @@ import pytest
 psutil = pytest.importorskip("psutil")
 ray = pytest.importorskip("ray")
 
+from tests.fakes.ray_nodes import first_unit_meta  # noqa: E402
 from tests.fakes.sim_actors import SimActor, SimUnit  # noqa: E402
 
 pytestmark = pytest.mark.cluster
@@ -306,10 +307,8 @@ class NodeKiller(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        from harness.report import unit_meta
         while not self.stop.is_set():
-            files = list((self.run_dir / "samples").rglob("*.parquet")) if self.run_dir.exists() else []
-            meta = unit_meta(files[0]) if files else None
+            meta = first_unit_meta(self.run_dir)
             if meta:
                 actor = psutil.Process(meta["engine"]["pid"])
                 self.doomed = [actor, *actor.children(recursive=True)]

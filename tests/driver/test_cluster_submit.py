@@ -11,19 +11,14 @@ reports the job's status and where its report is.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-psutil = pytest.importorskip("psutil")
+from tests.fakes.ray_nodes import BlockNodes
 
 # Not in `make test`: in a fresh-clone run of the whole suite the job's worker raylet ended
 # unexpectedly and the job never finished (it passed when run on its own); `make test-cluster` runs it.
@@ -32,83 +27,24 @@ pytestmark = [pytest.mark.cluster, pytest.mark.engine, pytest.mark.cluster_jobs]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ports(*names: str) -> list[str]:
-    return [f"--{n}={_free_port()}" for n in names]
-
-
 @pytest.fixture()
 def token_cluster(tmp_path, s3_server):
     """Head (num-cpus 0) + two 1-CPU workers, each a ``ray start --block`` process with ports
-    of its own, ended by pid (never ``ray stop``: other Rays share this machine)."""
+    of its own (:class:`BlockNodes`)."""
     venv_bin = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(RAY_AUTH_MODE="token", PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}")
     # the nodes hold the credentials (as a cluster's nodes hold their own), not the endpoint
     env.update({k: v for k, v in s3_server.env.items() if k not in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION",
                                                                       "AWS_REGION")})
-    gcs, dash = _free_port(), _free_port()
-    ray = str(venv_bin / "ray")
-    common = ["--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", "--min-worker-port=0",
-              "--max-worker-port=0"]
-    head_cmd = [ray, "start", "--head", *common, "--dashboard-host=127.0.0.1", f"--port={gcs}",
-                f"--dashboard-port={dash}", "--num-cpus=0", "--include-dashboard=true",
-                *_ports("ray-client-server-port", "dashboard-agent-listen-port", "metrics-export-port",
-                        "runtime-env-agent-port", "dashboard-agent-grpc-port")]
-    procs, logs = [], []
-
-    def start(cmd: list[str], name: str) -> None:
-        log = open(tmp_path / f"{name}.log", "w")
-        logs.append(log)
-        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-
-    address = f"http://127.0.0.1:{dash}"
+    nodes = BlockNodes(tmp_path, env)
     try:
-        start(head_cmd, "head")
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if procs[0].poll() is not None:
-                pytest.fail(f"ray start --head exited: {(tmp_path / 'head.log').read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"{address}/api/version", timeout=2)
-                break
-            except urllib.error.HTTPError:  # 401 without a token: the server is up
-                break
-            except Exception:  # noqa: BLE001
-                time.sleep(1)
-        else:
-            pytest.fail("the job server did not come up in 120 s")
+        nodes.wait_for_job_server(nodes.start("head", nodes.head_flags(num_cpus=0)))
         for i in range(2):
-            start([ray, "start", f"--address=127.0.0.1:{gcs}", *common, "--num-cpus=1",
-                   *_ports("dashboard-agent-listen-port", "metrics-export-port", "runtime-env-agent-port",
-                           "dashboard-agent-grpc-port")], f"worker{i}")
-        yield SimpleNamespace(address=address, env=env, gcs=gcs)
+            nodes.start(f"worker{i}", nodes.worker_flags(num_cpus=1))
+        yield SimpleNamespace(address=nodes.address, env=env, gcs=nodes.gcs)
     finally:
-        kids = []
-        for p in procs:
-            try:
-                kids += psutil.Process(p.pid).children(recursive=True)
-            except psutil.Error:
-                pass
-        for p in reversed(procs):  # workers first, then the head
-            p.send_signal(signal.SIGTERM)  # --block: ray start ends what it started
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        _gone, alive = psutil.wait_procs(kids, timeout=30)
-        for p in alive:
-            p.kill()
-        for log in logs:
-            log.close()
-        current = Path("/tmp/ray/ray_current_cluster")
-        if current.exists() and current.read_text().strip().endswith(f":{gcs}"):
-            current.unlink(missing_ok=True)
+        nodes.stop()
 
 
 def test_submit_to_a_multi_node_cluster_writes_the_report_to_s3(s3_env, token_cluster, s3_server):

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.ray_nodes import first_unit_meta
+
 psutil = pytest.importorskip("psutil")
 engine = pytest.mark.engine
 
@@ -179,10 +181,8 @@ class Killer(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        from harness.report import unit_meta
         while not self.stop.is_set():
-            files = list((self.run_dir / "samples").rglob("*.parquet")) if self.run_dir.exists() else []
-            meta = unit_meta(files[0]) if files else None
+            meta = first_unit_meta(self.run_dir)
             if meta:
                 actor = psutil.Process(meta["engine"]["pid"])
                 kids = actor.children(recursive=True)

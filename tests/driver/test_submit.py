@@ -8,11 +8,8 @@ import datetime as dt
 import io
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +17,7 @@ import pytest
 
 from harness.config import load_config
 from harness.driver.submit import SubmitError, build_job, submission_id, submit
+from tests.fakes.ray_nodes import BlockNodes, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -223,7 +221,7 @@ def test_wait_streams_logs_and_returns_the_exit_status(spec):
 def test_cannot_reach_the_server_is_a_clear_error(monkeypatch, capsys):
     from harness.cli import main
     monkeypatch.chdir(ROOT)
-    port = _free_port()
+    port = free_port()
     assert main(["submit", "configs/smoke.yaml", "--address", f"http://127.0.0.1:{port}"]) == 2
     assert "cannot reach the Ray job server" in capsys.readouterr().err
 
@@ -231,64 +229,17 @@ def test_cannot_reach_the_server_is_a_clear_error(monkeypatch, capsys):
 # ---- a real job on a real local head ----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def local_head(tmp_path):
-    """`ray start --head --block` on loopback with token auth and ports of its own, ended by
-    its pid (not `ray stop`, which would end every Ray on this shared machine)."""
-    import psutil
+    """A head with token auth and two CPUs, ``ray start --block`` on loopback (:class:`BlockNodes`)."""
     venv_bin = Path(sys.executable).parent
     env = dict(os.environ, RAY_AUTH_MODE="token", PATH=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}")
-    gcs, dash = _free_port(), _free_port()
-    cmd = [str(venv_bin / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-           "--dashboard-host=127.0.0.1", f"--port={gcs}", f"--dashboard-port={dash}", "--num-cpus=2",
-           f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-           f"--metrics-export-port={_free_port()}", "--include-dashboard=true", "--disable-usage-stats"]
-    log = open(tmp_path / "head.log", "w")
-    head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"http://127.0.0.1:{dash}"
+    nodes = BlockNodes(tmp_path, env)
     try:
-        deadline = time.time() + 120
-        import urllib.error
-        import urllib.request
-        while time.time() < deadline:
-            if head.poll() is not None:
-                pytest.fail(f"ray start exited: {(tmp_path / 'head.log').read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"{address}/api/version", timeout=2)
-                break
-            except urllib.error.HTTPError:  # 401 without a token: the server is up
-                break
-            except Exception:  # noqa: BLE001
-                time.sleep(1)
-        else:
-            pytest.fail("the job server did not come up in 120 s")
-        yield SimpleNamespace(address=address, env=env)
+        nodes.wait_for_job_server(nodes.start("head", nodes.head_flags(num_cpus=2)))
+        yield SimpleNamespace(address=nodes.address, env=env)
     finally:
-        kids = []
-        try:
-            kids = psutil.Process(head.pid).children(recursive=True)
-        except psutil.Error:
-            pass
-        head.send_signal(signal.SIGTERM)  # --block: ray start then ends what it started
-        try:
-            head.wait(60)
-        except subprocess.TimeoutExpired:
-            head.kill()
-        _gone, alive = psutil.wait_procs(kids, timeout=30)
-        for p in alive:
-            p.kill()
-        log.close()
-        # `ray stop` would clear this pointer; a --block head ended by signal may leave it, and a
-        # stale one makes a later embedded ray.init() try to join a cluster that is gone.
-        current = Path("/tmp/ray/ray_current_cluster")
-        if current.exists() and current.read_text().strip().endswith(f":{gcs}"):
-            current.unlink(missing_ok=True)
+        nodes.stop()
 
 
 @pytest.mark.engine
