@@ -397,3 +397,81 @@ def test_driver_killed_mid_run_on_the_cluster_resume_skips_written_units(nodes, 
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "complete" and set(meta["unit_nodes"].values()) <= engine_nodes(nodes)
     compare(single_node_report, run_dir)
+
+
+class StartKiller(threading.Thread):
+    """SIGKILL the first worker node on which an engine actor process appears, while that
+    engine is still starting (no unit file written yet)."""
+
+    def __init__(self, nodes: Nodes, run_dir: Path) -> None:
+        super().__init__(daemon=True)
+        self.nodes, self.run_dir = nodes, run_dir
+        self.killed: str | None = None
+        self.killed_at: float | None = None
+        self.units_before_kill: int | None = None
+        self.stop = threading.Event()
+
+    def _starting_engine_node(self) -> str | None:
+        from ray._private import ray_constants
+        for node in self.nodes.cluster.list_all_nodes():
+            if node is self.nodes.cluster.head_node or node.node_id not in {w.node_id for w in self.nodes.workers}:
+                continue
+            raylet = node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET)
+            try:
+                kids = psutil.Process(raylet[0].process.pid).children(recursive=True) if raylet else []
+                if any("EngineActor" in " ".join(p.cmdline()) for p in kids):
+                    return node.node_id
+            except psutil.Error:
+                continue
+        return None
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            node = self._starting_engine_node()
+            if node:
+                self.units_before_kill = len(list((self.run_dir / "samples").rglob("*.parquet"))) \
+                    if self.run_dir.exists() else 0
+                self.killed = node
+                self.killed_at = self.nodes.kill(node)
+                return
+            time.sleep(0.05)
+
+
+@engine
+def test_worker_node_killed_while_its_engine_starts_replica_placed_again_rows_once(nodes, tmp_path,
+                                                                                    single_node_report):
+    """The case a user met: a node lost while its engine loads. A fresh worker node joins first,
+    so the lost replica has somewhere to go; the run notices (health checks, about 2 s here),
+    starts the replica there and finishes with every row once, as on one node."""
+    import io
+
+    from harness.config import load_config
+    from harness.driver.placement import KEPT
+    if KEPT.actors:  # fresh engines: the kill must land while one loads
+        KEPT.release()
+    nodes.workers.append(nodes.cluster.add_node(num_cpus=1))
+    nodes.cluster.wait_for_nodes()
+    cfg_path = write_config(tmp_path)
+    cfg = load_config(cfg_path)
+    killer = StartKiller(nodes, Path(cfg.output_dir) / cfg.run_id)
+    result: dict = {}
+    out = io.StringIO()
+    runner = threading.Thread(target=lambda: result.update(zip(("cfg", "outcome", "df"),
+                                                                _run(cfg_path, nodes.address, out=out))), daemon=True)
+    killer.start()
+    runner.start()
+    runner.join(AFTER_KILL_S + 300)
+    killer.stop.set()
+    assert not runner.is_alive(), "the run did not finish after a node died while its engine started"
+    assert killer.killed and killer.units_before_kill == 0, "the kill did not land while an engine was starting"
+    outcome, df = result["outcome"], result["df"]
+    assert outcome.ok, outcome.units_failed
+    assert_exactly_once(df, cfg)
+    meta = json.loads((outcome.run_dir / "run.json").read_text())
+    [event] = meta["cluster"]["events"]
+    assert event["lost_node"] == killer.killed and event["action"] == "re-placed"
+    assert killer.killed not in set(meta["unit_nodes"].values())  # its engine never wrote a unit
+    assert f"node {killer.killed} died" in out.getvalue()
+    print(f"node killed while its engine started; replica started again on node {event['node_id']} "
+          f"{event['at'] - killer.killed_at:.1f} s later")
+    compare(single_node_report, outcome.run_dir)
