@@ -329,6 +329,12 @@ class StepwiseStrategy(Strategy):
     #: them with its in-engine processor where it has one, else from full-vocabulary logprobs).
     asks_nucleus_counts: ClassVar[bool] = False
 
+    @property
+    def lookahead_width(self) -> int:
+        """Requests per live sequence in one step (1; a lookahead decoder: its candidates).
+        The step driver sizes the waves of a long unit by it."""
+        return 1
+
     def decode(self, engine: StepEngine, prompts: Sequence[Sequence[int]], *, seeds: Sequence[int],
                stops: Stops) -> list[Decoded]:
         """Decode every prompt (one seed each) until ``stops`` says it is done."""

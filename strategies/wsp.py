@@ -108,6 +108,10 @@ class WSP(StepwiseStrategy):
         super().__init__(params)
         self.deterministic = self.params.mode == "argmax"  # type: ignore[misc]
 
+    @property
+    def lookahead_width(self) -> int:
+        return self.params.max_candidates
+
     def decode(self, engine: StepEngine, prompts: Sequence[Sequence[int]], *, seeds: Sequence[int],
                stops: Stops) -> list[Decoded]:
         p = self.params

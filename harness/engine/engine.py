@@ -414,6 +414,14 @@ class Engine:
         return results
 
     @property
+    def kv_capacity_tokens(self) -> int | None:
+        """Tokens the engine's KV cache holds (its blocks times the block size), None when
+        vLLM does not say; the step driver sizes its waves by it."""
+        cache = self.llm.llm_engine.vllm_config.cache_config
+        blocks, size = getattr(cache, "num_gpu_blocks", None), getattr(cache, "block_size", None)
+        return int(blocks) * int(size) if blocks and size else None
+
+    @property
     def nucleus_in_engine(self) -> bool:
         """True when this engine counts nucleus sizes with the in-engine logits processor."""
         procs = getattr(self.llm.llm_engine.model_config, "logits_processors", None) or []

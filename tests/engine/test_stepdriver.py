@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.config import load_config
-from harness.engine.stepdriver import run_stepwise
+from harness.engine.stepdriver import CANDIDATE_TOKENS, run_stepwise, waves
 from harness.engine.worker import execute_unit
 from harness.plan import make_plan, row_columns
 from harness.tasks import load_prompt_set
@@ -288,3 +288,42 @@ def test_config_runs_every_strategy_and_writes_report(engine, tmp_path):
             assert t.column("mean_log_possibilities").null_count == 0
             for req, n in zip(t.column("engine_requests").to_pylist(), t.column("completion_tokens").to_pylist()):
                 assert req >= 1 + n  # the first q, then at least one lookahead per step
+
+
+class SmallCache:
+    """The session's engine, but telling the step driver its KV cache holds ``tokens``."""
+
+    def __init__(self, engine, tokens: int) -> None:
+        self._engine, self.kv_capacity_tokens = engine, tokens
+        self.calls: list[int] = []
+
+    def next_token(self, sequences, **kw):
+        self.calls.append(len(sequences))
+        return self._engine.next_token(sequences, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+
+def test_a_unit_larger_than_the_kv_cache_runs_in_waves_with_the_same_tokens(engine):
+    """The real engine reports its cache; a unit that would not fit is decoded in waves, and
+    in float32 every prompt gets the tokens it gets in one batch."""
+    capacity = engine.kv_capacity_tokens
+    assert isinstance(capacity, int) and capacity >= engine.options.max_model_len
+    prompts = [engine.encode(t) for t in PROMPTS]
+    unit = SimpleNamespace(stop=(), strategy=SimpleNamespace(max_tokens=MAX_TOKENS))
+
+    def run(eng):
+        rows = [{"seed": i, "prompt_id": str(i)} for i in range(len(prompts))]
+        run_stepwise(eng, unit, WSP(WSPParams(max_candidates=4)), list(zip(rows, prompts)))
+        assert all(r.get("error") is None for r in rows)
+        return rows
+
+    tokens = 2 * (max(map(len, prompts)) + MAX_TOKENS + 4 * CANDIDATE_TOKENS)
+    cut = waves([len(p) for p in prompts], MAX_TOKENS, 4, tokens)
+    assert len(cut) > 2
+    small = SmallCache(engine, tokens)
+    whole, waved = run(SmallCache(engine, capacity)), run(small)
+    assert small.calls[0] == cut[0][1] - cut[0][0] < len(prompts)
+    assert [r["completion"] for r in whole] == [r["completion"] for r in waved]
+    assert [[s["token_id"] for s in r["steps"]] for r in whole] == [[s["token_id"] for s in r["steps"]] for r in waved]

@@ -229,3 +229,45 @@ def test_guard_keeps_plain_wsp_when_nothing_repeats():
     assert all(d.metrics["guard_share"] == 0 for d in guarded)
     with pytest.raises(ParamError, match="guard_n"):
         GuardedWSPParams(guard_n=0).validate()
+
+
+# ---- waves: a unit larger than the KV cache ---------------------------------------------------
+
+def test_waves_fit_the_cache_in_order_and_cover_every_prompt():
+    from harness.engine.stepdriver import CANDIDATE_TOKENS, WAVE_FILL, waves
+
+    lengths = [100, 300, 50, 400, 20, 1000, 10]
+    assert waves(lengths, 20, 4, None) == [(0, 7)]  # capacity unknown: one wave
+    assert waves(lengths, 20, 4, 10**6) == [(0, 7)]  # everything fits
+    assert waves([], 20, 4, 100) == [(0, 0)]
+    cut = waves(lengths, 20, 4, 1000)
+    assert cut[0][0] == 0 and cut[-1][1] == len(lengths)
+    assert all(a < b for a, b in cut) and all(b == a2 for (_, b), (a2, _) in zip(cut, cut[1:]))
+    need = [n + 20 + 4 * CANDIDATE_TOKENS for n in lengths]
+    for a, b in cut:  # a wave fits, or is one prompt too long to share
+        assert sum(need[a:b]) <= 1000 * WAVE_FILL or b - a == 1
+        assert b == len(lengths) or sum(need[a:b + 1]) > 1000 * WAVE_FILL  # and takes all that fits
+    assert (5, 6) in cut  # the 1000-token prompt alone
+
+
+def test_a_unit_decoded_in_waves_gives_the_rows_of_one_batch():
+    from types import SimpleNamespace
+
+    from harness.engine.stepdriver import run_stepwise
+
+    prompts = [[i % 7, 3, 1 + i % 5] * (1 + i % 4) for i in range(12)]
+
+    def run(capacity):
+        eng = random_engine(11)
+        eng.kv_capacity_tokens = capacity
+        rows = [{"seed": i, "prompt_id": str(i)} for i in range(len(prompts))]
+        run_stepwise(eng, SimpleNamespace(stop=(), strategy=SimpleNamespace(max_tokens=6)),
+                     WSP(WSPParams(max_candidates=3, mode="sample")), list(zip(rows, prompts)))
+        return eng, rows
+
+    whole, one = run(None)
+    waved, many = run(120)
+    assert max(whole.calls) > max(waved.calls)  # no step of a wave batches the whole unit
+    assert whole.calls[0] == len(prompts) > waved.calls[0]  # the first step: every prompt, or the first wave's
+    keep = ["completion", "finish_reason", "steps", "engine_requests", "seed"]
+    assert [{k: r[k] for k in keep} for r in one] == [{k: r[k] for k in keep} for r in many]
