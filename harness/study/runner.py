@@ -18,6 +18,8 @@ the seed formula's range over m (n ln(m h) / ln V for m = 1..4), "-" when it doe
 Resume: every stage is checked before it runs again. The tunes' dev rounds, test and
 replication runs are resumable Parquet units (finished ones are verified and skipped), a
 finished probe is read back, and each stage's seconds add up over the invocations.
+``stages.json`` keeps them as each stage ends, and names the stage an invocation is in: one
+that ended inside a stage (killed, crashed) is charged to it up to its last written file.
 """
 
 from __future__ import annotations
@@ -80,6 +82,40 @@ def _stage(stages: dict[str, Any], key: str, seconds: float, computed: bool) -> 
     if computed or not prev:
         stages[key] = {"seconds": round(prev.get("seconds", 0.0) + seconds, 1) if computed else round(seconds, 1),
                        "cpu": cpu_line(), "resumed": bool(prev)}
+        if prev.get("interrupted"):
+            stages[key]["interrupted"] = True
+
+
+#: Stage times as each stage ends, and the stage in progress (``harness.study.runner``'s docstring).
+STAGES_FILE = "stages.json"
+
+
+def _last_write(folder: Path) -> float:
+    return max((f.stat().st_mtime for f in folder.rglob("*") if f.is_file() and f.name != STAGES_FILE), default=0.0)
+
+
+def load_stages(study_dir: Path, prev: dict[str, Any]) -> dict[str, Any]:
+    """The stage times of earlier invocations; an invocation that ended inside a stage is
+    charged to it from the stage's start to the last file it wrote there."""
+    try:
+        saved = json.loads((study_dir / STAGES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return dict(prev.get("stages", {}))
+    stages = dict(saved.get("stages", {}))
+    running = saved.get("running")
+    if running:
+        spent = _last_write(study_dir) - float(running["since"])
+        if spent > 0:
+            _stage(stages, running["key"], spent, True)
+            stages[running["key"]]["interrupted"] = True
+    return stages
+
+
+def _save_stages(study_dir: Path, stages: dict[str, Any], running: str | None = None) -> None:
+    state: dict[str, Any] = {"stages": stages}
+    if running:
+        state["running"] = {"key": running, "since": time.time()}
+    write_json_atomic(study_dir / STAGES_FILE, state)
 
 
 def run_study(cfg: StudyConfig, *, out: TextIO = sys.stdout, progress: bool = True,
@@ -91,7 +127,7 @@ def run_study(cfg: StudyConfig, *, out: TextIO = sys.stdout, progress: bool = Tr
         prev = json.loads((study_dir / "study.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         prev = {}
-    stages: dict[str, Any] = prev.get("stages", {})
+    stages = load_stages(study_dir, prev)
     tunes: dict[tuple[str, str], TuneOutcome] = {}
     replicas: dict[tuple[str, str], Any] = {}
     probes: dict[str, ProbeResult] = {}
@@ -104,22 +140,28 @@ def run_study(cfg: StudyConfig, *, out: TextIO = sys.stdout, progress: bool = Tr
                 print(f"study {cfg.name}: {model}, {part}: tuning {len(tcfg.families)} families, {tcfg.trials} "
                       f"trial(s) each, objective {tcfg.objective}", file=out, flush=True)
                 t0 = time.perf_counter()
+                _save_stages(study_dir, stages, f"{model}/{part}")
                 oc = run_tune(base, tcfg, cfg.source, out=out, progress=progress, address=address, release=False)
                 runs = oc.rounds + ([oc.test] if oc.test else [])
                 _stage(stages, f"{model}/{part}", time.perf_counter() - t0, any(r.units_done for r in runs))
+                _save_stages(study_dir, stages)
                 tunes[(model, part)] = oc
                 if part in cfg.replicate:
                     t0 = time.perf_counter()
+                    _save_stages(study_dir, stages, f"{model}/{part}/replicate")
                     rep = run_replication(base, tcfg, cfg.source, oc.tune_dir, oc.best, cfg.replicate[part], out=out,
                                           progress=progress, address=address)
                     _stage(stages, f"{model}/{part}/replicate", time.perf_counter() - t0,
                            rep is not None and bool(rep.units_done))
+                    _save_stages(study_dir, stages)
                     replicas[(model, part)] = rep
             KEPT.release()  # the probe runs in this process; the engines' cores are free again
             t0 = time.perf_counter()
+            _save_stages(study_dir, stages, f"{model}/probe")
             probes[model] = run_probe(cfg.probe_config(model), study_dir,
                                       log=lambda m: print(m, file=out, flush=True))
             _stage(stages, f"{model}/probe", time.perf_counter() - t0, not probes[model].reused)
+            _save_stages(study_dir, stages)
     finally:
         KEPT.release()
     results = evaluate(cfg, tunes, probes, study_dir, replicas)

@@ -335,6 +335,9 @@ def test_a_study_runs_decides_and_resumes_after_a_crash(toy_study, monkeypatch, 
     monkeypatch.setattr(tuner, "run", crash_on_the_test_run)
     with pytest.raises(KeyboardInterrupt):
         run_study(cfg, out=io.StringIO(), progress=False)
+    study_dir = Path(cfg.output_dir) / cfg.name
+    killed = json.loads((study_dir / "stages.json").read_text())
+    assert killed["running"]["key"] == "smollm2-135m/p" and killed["stages"] == {}  # ended inside its first stage
     # killed again, at the replication stage: the dev rounds and the test run are finished by now
     done = {}
 
@@ -349,6 +352,10 @@ def test_a_study_runs_decides_and_resumes_after_a_crash(toy_study, monkeypatch, 
     with pytest.raises(KeyboardInterrupt):
         run_study(cfg, out=io.StringIO(), progress=False)
     assert done["test"] > 0 and all(v == 0 for k, v in done.items() if k != "test")  # only the test run was left
+    saved = json.loads((study_dir / "stages.json").read_text())
+    assert saved["running"]["key"] == "smollm2-135m/p/replicate"
+    # the first invocation's time in the tune, up to its last written unit, is charged to it too
+    assert saved["stages"]["smollm2-135m/p"]["interrupted"] and saved["stages"]["smollm2-135m/p"]["seconds"] > 0
     done.clear()
 
     def record(c, **kw):
