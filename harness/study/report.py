@@ -285,6 +285,11 @@ def to_markdown(results: dict[str, Any], figures: str = "figures") -> str:
                           f"mean; the paired CIs above and in the claims say which gaps are more than noise."]
         lines += ["", "### Test-split leaderboard", "", "Mean over test prompts [95% bootstrap CI] #rank.", ""]
         lines += _leaderboard(entry, metrics) + [""]
+        if entry.get("replicate_leaderboard"):
+            lines += [f"### Replication-set leaderboard ({', '.join(entry.get('replicate_sets', []))})", "",
+                      f"The chosen configurations on {entry.get('replicate_prompts', 'n/a')} prompts the tune never "
+                      f"saw. A per-unit metric such as MAUVE has one value per family (no CI).", ""]
+            lines += _leaderboard({**entry, "leaderboard": entry["replicate_leaderboard"]}, metrics) + [""]
         figs = entry.get("figures", {})
         if figs.get("pareto"):
             lines += [f"![{entry['model']} {entry['part']}: {figs['pareto_title']}]({figures}/{figs['pareto']})", ""]

@@ -189,9 +189,11 @@ def evaluate(cfg: StudyConfig, tunes: dict[tuple[str, str], TuneOutcome], probes
     figures = study_dir / "figures"
     figures.mkdir(exist_ok=True)
     samples, rep_samples, parts_out = {}, {}, {}
+    rep_boards = {}
     for (model, part), rep in (replicas or {}).items():
         if rep is not None:
-            rep_samples[f"{model}/{part}"] = read_samples(rep.run_dir)
+            rep_boards[f"{model}/{part}"] = build_leaderboard([rep.run_dir])
+            rep_samples[f"{model}/{part}"] = rep_boards[f"{model}/{part}"].samples
     for (model, part), oc in tunes.items():
         tcfg = cfg.tunes[(model, part)][1]
         key = f"{model}/{part}"
@@ -224,6 +226,8 @@ def evaluate(cfg: StudyConfig, tunes: dict[tuple[str, str], TuneOutcome], probes
                 rdf = rep_samples[key]
                 entry["replicate_prompts"] = int(rdf[PROMPT_KEY].drop_duplicates().shape[0])
                 entry["replicate_sets"] = sorted(set(rdf["prompt_set"]))
+                # descriptive: metrics a replication set alone has (MAUVE needs human references) show here
+                entry["replicate_leaderboard"] = json.loads(rep_boards[key].table.to_json(orient="records"))
             entry["leaderboard"] = json.loads(lb.table.to_json(orient="records"))
             for title, b64 in plots(lb, model):
                 if title.startswith("Quality"):

@@ -381,6 +381,8 @@ def test_a_study_runs_decides_and_resumes_after_a_crash(toy_study, monkeypatch, 
     rep = res["replication"]["tests"][0]
     assert rep["replica_n"] == 12 and rep["agree"] == (rep["replica_sign"] == rep["sign"])
     assert res["tunes"]["smollm2-135m/p"]["replicate_sets"] == ["open_ended"]
+    board = res["tunes"]["smollm2-135m/p"]["replicate_leaderboard"]  # the chosen configs on the replication set
+    assert {r["strategy"] for r in board} == set(res["tunes"]["smollm2-135m/p"]["families"])
     fam = res["tunes"]["smollm2-135m/p"]["families"]["wsp"]
     assert fam["dev_test_gap"] == pytest.approx(fam["test_value"] - fam["best_dev_value"])
     assert res["stages"]["smollm2-135m/p/replicate"]["seconds"] > 0
@@ -391,6 +393,7 @@ def test_a_study_runs_decides_and_resumes_after_a_crash(toy_study, monkeypatch, 
     doc = tmp_path / "docs" / "toy.md"
     write_report(res, outcome.study_dir, doc)
     assert "## Verdicts" in doc.read_text() and (tmp_path / "docs" / "toy").is_dir()
+    assert "### Replication-set leaderboard (open_ended)" in doc.read_text()
     # a finished study, run again: nothing runs, the same verdicts
     again = run_study(cfg, out=io.StringIO(), progress=False)
     assert [c["verdict"] for c in again.results["claims"]] == [c["verdict"] for c in res["claims"]]
