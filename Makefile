@@ -45,7 +45,7 @@ study-seed: install
 	$(BIN)/deceval study configs/study-seed.yaml --doc docs/study-seed.md
 
 test: install browser sandbox
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not cluster_jobs" --durations=15
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 # bubblewrap, the sandbox HumanEval completions run in (Debian package; needs root). Without
 # it, code metrics refuse to run unless `deceval run --allow-unsandboxed-code` is given.

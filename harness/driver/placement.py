@@ -149,6 +149,7 @@ class Replica:
     cores: str | None = None  # the cores its engine is bound to (CPU engines)
     bundles: list[dict[str, float]] | None = None  # a placement group's bundles (TP > 1 on GPUs), one node
     pg: Any = None  # that placement group
+    group_hint: str | None = None  # the live node a group started again should go to (a soft hint)
     cls: Any = None  # the Ray actor class (None: the engine actor, :func:`actor_class`)
 
     def describe(self) -> dict[str, Any]:
@@ -228,7 +229,9 @@ class Placement:
             return [rep.node_id] if rep.node_id else []
         import ray
         table = ray.util.placement_group_table(rep.pg)
-        return sorted(set((table.get("bundles_to_node_id") or {}).values())) or ([rep.node_id] if rep.node_id else [])
+        # a bundle not placed yet (the group pending) has an empty node id: no node, not a dead one
+        placed = {n for n in (table.get("bundles_to_node_id") or {}).values() if n}
+        return sorted(placed) or ([rep.node_id] if rep.node_id else [])
 
     def dead_slots(self) -> list[tuple[str, int]]:
         """(model, slot) of each replica whose node is no longer alive."""
@@ -262,7 +265,10 @@ class Placement:
             self.events.append(dict(event, action="dropped", reason="no live node has room for it"))
             rep.actor = None
             return None
-        rep.node_id = target if rep.bundles is None else None  # a group: Ray places it on a node with room
+        # A group: Ray places it, steered to the live target; without the hint the GCS, whose view of
+        # a node just declared dead can lag, may put it back on that node and it would be lost again.
+        rep.node_id = target if rep.bundles is None else None
+        rep.group_hint = target if rep.bundles is not None else None
         rep.actor = launch(rep)
         for key, r in self.by_key.items():
             if r is rep and rep.pg is not None:
@@ -302,7 +308,7 @@ def launch(rep: Replica) -> Any:
     opts = dict(rep.options)
     if rep.bundles is not None:
         from ray.util.placement_group import placement_group
-        rep.pg = placement_group(rep.bundles, strategy="STRICT_PACK")
+        rep.pg = placement_group(rep.bundles, strategy="STRICT_PACK", _soft_target_node_id=rep.group_hint)
         opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(rep.pg, placement_group_capture_child_tasks=True)
     elif rep.node_id is not None:
         opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(rep.node_id, soft=False)

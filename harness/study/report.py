@@ -142,7 +142,9 @@ def _leaderboard(entry: dict[str, Any], metrics: list[str]) -> list[str]:
         cells = []
         for m in present:
             r = next((r for r in table if r["strategy"] == f and r["metric"] == m), None)
-            cells.append("" if r is None else f"{_num(r['mean'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}]"
+            ci = "" if r is None or (r.get("ci_low") is None and r.get("ci_high") is None) else \
+                f" [{_num(r['ci_low'])}, {_num(r['ci_high'])}]"  # a per-unit metric has none
+            cells.append("" if r is None else f"{_num(r['mean'])}{ci}"
                          + ("" if r.get("rank") is None else f" #{int(r['rank'])}"))
         lines.append(f"| {f} | " + " | ".join(cells) + " |")
     return lines

@@ -20,8 +20,9 @@ import pytest
 
 from tests.fakes.ray_nodes import BlockNodes
 
-# Not in `make test`: in a fresh-clone run of the whole suite the job's worker raylet ended
-# unexpectedly and the job never finished (it passed when run on its own); `make test-cluster` runs it.
+# The workers start one at a time and the job only once both are up (BlockNodes.start_worker):
+# started together on a loaded machine, a worker's raylet could time out registering, and a job
+# that started first saw one worker and waited on a replica no node could take.
 pytestmark = [pytest.mark.cluster, pytest.mark.engine, pytest.mark.cluster_jobs]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ def token_cluster(tmp_path, s3_server):
     try:
         nodes.wait_for_job_server(nodes.start("head", nodes.head_flags(num_cpus=0)))
         for i in range(2):
-            nodes.start(f"worker{i}", nodes.worker_flags(num_cpus=1))
+            nodes.start_worker(f"worker{i}", num_cpus=1)
         yield SimpleNamespace(address=nodes.address, env=env, gcs=nodes.gcs)
     finally:
         nodes.stop()

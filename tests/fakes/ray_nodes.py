@@ -9,6 +9,8 @@ that pointer, and the job's driver then joins the wrong cluster.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -50,6 +52,7 @@ class BlockNodes:
         # short: Ray's unix sockets live below it (108 bytes at most)
         self.temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")
         self.procs: list[subprocess.Popen] = []
+        self.names: list[str] = []  # each process's node name, as in its log file's name
         self.logs: list[IO[str]] = []
 
     @property
@@ -74,6 +77,7 @@ class BlockNodes:
         proc = subprocess.Popen([self.ray, "start", *self.common(), *flags], env=self.env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
+        self.names.append(name)
         return proc
 
     def wait_for_job_server(self, head: subprocess.Popen, timeout: float = 120) -> None:
@@ -89,6 +93,37 @@ class BlockNodes:
             except Exception:  # noqa: BLE001
                 time.sleep(1)
         pytest.fail(f"the job server did not come up in {timeout:.0f} s")
+
+    def start_worker(self, name: str, num_cpus: int, tries: int = 2) -> None:
+        """A worker node, up before the next one starts (several raylets registering at once on
+        a loaded 2-core machine have timed out); one whose ``ray start`` gives up is tried again."""
+        for attempt in range(tries):
+            self.start(name, self.worker_flags(num_cpus))
+            if self.wait_for_nodes([name], fail=attempt == tries - 1):
+                return
+
+    def wait_for_nodes(self, names: list[str], timeout: float = 120, fail: bool = True) -> bool:
+        """Until each named node's ``ray start`` says its runtime is up (its raylet has joined):
+        a job started earlier would see, and place its replicas on, fewer nodes."""
+        deadline = time.time() + timeout
+        waiting = list(names)
+        while waiting and time.time() < deadline:
+            latest = dict(zip(self.names, self.procs))  # a node started again: its newest process
+            for name, proc in [(n, latest[n]) for n in list(waiting)]:
+                log = (self.log_dir / f"{name}.log").read_text(errors="replace")
+                if "Ray runtime started" in log:
+                    waiting.remove(name)
+                elif proc.poll() is not None:
+                    if not fail:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(proc.pid, signal.SIGKILL)  # what it had started (its own session)
+                        (self.log_dir / f"{name}.log").rename(self.log_dir / f"{name}.failed-{proc.pid}.log")
+                        return False
+                    pytest.fail(f"ray start ({name}) exited: {log[-3000:]}")
+            time.sleep(0.5)
+        if waiting:
+            pytest.fail(f"{', '.join(waiting)} did not come up in {timeout:.0f} s")
+        return True
 
     def stop(self) -> None:
         import psutil
