@@ -237,7 +237,7 @@ def local_head(tmp_path):
     nodes = BlockNodes(tmp_path, env)
     try:
         nodes.wait_for_job_server(nodes.start("head", nodes.head_flags(num_cpus=2)))
-        yield SimpleNamespace(address=nodes.address, env=env)
+        yield SimpleNamespace(address=nodes.address, env=env, temp_dir=Path(nodes.temp_dir))  # its session logs
     finally:
         nodes.stop()
 

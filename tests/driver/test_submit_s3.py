@@ -123,7 +123,8 @@ def test_real_job_writes_its_report_to_s3(head_with_s3_credentials, s3_server, t
     assert secret not in (proc.stdout + proc.stderr).encode()
     assert secret not in json.dumps(rep.meta).encode()
     leaked, canary_seen = [], []
-    for path in Path("/tmp/ray").glob("session_*/**/*"):
+    # the head's own Ray temp folder (its sessions, logs, unpacked packages), and the shared one
+    for path in [p for root in (head.temp_dir, Path("/tmp/ray")) for p in root.glob("session_*/**/*")]:
         try:
             if path.is_file() and path.stat().st_mtime >= started:
                 data = path.read_bytes()
