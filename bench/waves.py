@@ -59,9 +59,8 @@ def main() -> int:
     texts = [p.text for p in load_prompt_set(PromptSetConfig(name="writingbench_en", path=None, chat=True,
                                                              limit=args.prompts)).prompts]
     tok = engine.tokenizer
-    prompts = [tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=True)
-               for t in texts]
-    prompts = [list(p["input_ids"]) if isinstance(p, dict) else list(p) for p in prompts]
+    prompts = [tok(tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False),
+                   add_special_tokens=False)["input_ids"] for t in texts]
     prompts = [p[-(4096 - args.max_tokens - 8):] for p in prompts]
     unit = SimpleNamespace(stop=(), strategy=SimpleNamespace(max_tokens=args.max_tokens))
     capacity = engine.kv_capacity_tokens
