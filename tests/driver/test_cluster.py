@@ -294,6 +294,22 @@ def test_units_run_on_both_worker_nodes_and_match_a_single_node_run(nodes, tmp_p
     compare(single_node_report, outcome.run_dir)
 
 
+def _run_with(killer: threading.Thread, cfg_path: Path, nodes: Nodes, timeout: float, stalled: str):
+    """Run the config on the cluster in a thread while ``killer`` watches it; the run's
+    (cfg, outcome, df) by name, and what it printed."""
+    import io
+    result: dict = {}
+    out = io.StringIO()
+    runner = threading.Thread(target=lambda: result.update(zip(("cfg", "outcome", "df"),
+                                                                _run(cfg_path, nodes.address, out=out))), daemon=True)
+    killer.start()
+    runner.start()
+    runner.join(timeout)
+    killer.stop.set()
+    assert not runner.is_alive(), stalled
+    return result, out
+
+
 class NodeKiller(threading.Thread):
     """Once the first unit file is written, SIGKILL the node (raylet, object store, workers)
     of the engine that wrote it: that engine has its next unit in flight."""
@@ -322,22 +338,12 @@ class NodeKiller(threading.Thread):
 def test_worker_node_killed_mid_run_replica_placed_again_rows_once(nodes, tmp_path, single_node_report):
     """The engines of the previous test are reused (same nodes, same cores): the kill hits a
     warm engine with units in flight; the third worker node is free for its replica."""
-    import io
-
     from harness.config import load_config
     from harness.driver.placement import alive_nodes
     cfg_path = write_config(tmp_path)
     cfg = load_config(cfg_path)
     killer = NodeKiller(nodes, Path(cfg.output_dir) / cfg.run_id)
-    result: dict = {}
-    out = io.StringIO()
-    runner = threading.Thread(target=lambda: result.update(zip(("cfg", "outcome", "df"),
-                                                                _run(cfg_path, nodes.address, out=out))), daemon=True)
-    killer.start()
-    runner.start()
-    runner.join(900)
-    killer.stop.set()
-    assert not runner.is_alive(), "the run did not finish"
+    result, out = _run_with(killer, cfg_path, nodes, 900, "the run did not finish")
     assert killer.killed, "no node was killed: the run ended before the first unit file appeared?"
     outcome, df = result["outcome"], result["df"]
     assert outcome.ok, outcome.units_failed
@@ -443,8 +449,6 @@ def test_worker_node_killed_while_its_engine_starts_replica_placed_again_rows_on
     """The case a user met: a node lost while its engine loads. A fresh worker node joins first,
     so the lost replica has somewhere to go; the run notices (health checks, about 2 s here),
     starts the replica there and finishes with every row once, as on one node."""
-    import io
-
     from harness.config import load_config
     from harness.driver.placement import KEPT
     if KEPT.actors:  # fresh engines: the kill must land while one loads
@@ -454,15 +458,8 @@ def test_worker_node_killed_while_its_engine_starts_replica_placed_again_rows_on
     cfg_path = write_config(tmp_path)
     cfg = load_config(cfg_path)
     killer = StartKiller(nodes, Path(cfg.output_dir) / cfg.run_id)
-    result: dict = {}
-    out = io.StringIO()
-    runner = threading.Thread(target=lambda: result.update(zip(("cfg", "outcome", "df"),
-                                                                _run(cfg_path, nodes.address, out=out))), daemon=True)
-    killer.start()
-    runner.start()
-    runner.join(AFTER_KILL_S + 300)
-    killer.stop.set()
-    assert not runner.is_alive(), "the run did not finish after a node died while its engine started"
+    result, out = _run_with(killer, cfg_path, nodes, AFTER_KILL_S + 300,
+                            "the run did not finish after a node died while its engine started")
     assert killer.killed and killer.units_before_kill == 0, "the kill did not land while an engine was starting"
     outcome, df = result["outcome"], result["df"]
     assert outcome.ok, outcome.units_failed
